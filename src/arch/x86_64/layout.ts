@@ -1,0 +1,72 @@
+// The x86-64 guest physical memory map Typevisor builds (PC layout with a 32-bit PCI hole below 4 GiB).
+import { TypevisorError } from '../../base/errors.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+/** Fixed guest-physical addresses of the boot structures (all below the EBDA). */
+export const LAYOUT = {
+  GDT: 0x500,
+  IDT: 0x520,
+  PVH_START_INFO: 0x6000,
+  PVH_MEMMAP: 0x6040,
+  PVH_MODLIST: 0x6f00,
+  ZERO_PAGE: 0x7000,
+  BOOT_STACK: 0x8ff0,
+  PML4: 0x9000,
+  PDPT: 0xa000,
+  /** Four page directories (0xb000-0xefff) map the first 4 GiB with 2 MiB pages. */
+  PD: 0xb000,
+  CMDLINE: 0x20000,
+  CMDLINE_MAX: 2048,
+  EBDA: 0x9fc00,
+  HIGH_MEMORY: 0x100000,
+  /** RAM below 4 GiB ends here; [3 GiB, 4 GiB) is the hole for PCI MMIO, the IOAPIC and the LAPIC. */
+  MMIO_HOLE_START: 3 * GiB,
+  MMIO_HOLE_END: 4 * GiB,
+  IOAPIC: 0xfec00000,
+  LAPIC: 0xfee00000,
+} as const;
+
+export const MIN_MEMORY = 16 * MiB;
+/** Guest physical addresses stay below 2^46 (and JS numbers exact). */
+export const MAX_MEMORY = 2 ** 46 - LAYOUT.MMIO_HOLE_END;
+
+/** E820 entry types. */
+export const E820 = { RAM: 1, RESERVED: 2, ACPI: 3 } as const;
+
+export interface E820Entry {
+  addr: number;
+  size: number;
+  type: number;
+}
+
+export function validateMemorySize(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes % 4096 !== 0) {
+    throw new TypevisorError('INVALID_ARGUMENT', `guest memory ${bytes} bytes is not a whole number of 4 KiB pages`);
+  }
+  if (bytes < MIN_MEMORY) throw new TypevisorError('INVALID_ARGUMENT', `guest memory must be at least 16 MiB (got ${bytes / MiB} MiB)`);
+  if (bytes > MAX_MEMORY) throw new TypevisorError('MEMORY_TOO_LARGE', `guest memory of ${bytes / GiB} GiB is beyond what Typevisor maps`);
+}
+
+/** Guest RAM as regions: one below the PCI hole and, for guests over 3 GiB, the rest from 4 GiB. */
+export function ramRegions(bytes: number): { gpa: number; size: number }[] {
+  validateMemorySize(bytes);
+  const low = Math.min(bytes, LAYOUT.MMIO_HOLE_START);
+  const regions = [{ gpa: 0, size: low }];
+  if (bytes > low) regions.push({ gpa: LAYOUT.MMIO_HOLE_END, size: bytes - low });
+  return regions;
+}
+
+/** The e820 map the guest sees: low RAM, the EBDA/BIOS area reserved, high RAM split around the hole. */
+export function e820Map(bytes: number): E820Entry[] {
+  const regions = ramRegions(bytes);
+  const low = regions[0]!.size;
+  const map: E820Entry[] = [
+    { addr: 0, size: LAYOUT.EBDA, type: E820.RAM },
+    { addr: LAYOUT.EBDA, size: LAYOUT.HIGH_MEMORY - LAYOUT.EBDA, type: E820.RESERVED },
+    { addr: LAYOUT.HIGH_MEMORY, size: low - LAYOUT.HIGH_MEMORY, type: E820.RAM },
+  ];
+  if (regions[1]) map.push({ addr: regions[1].gpa, size: regions[1].size, type: E820.RAM });
+  return map;
+}

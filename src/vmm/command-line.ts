@@ -1,0 +1,32 @@
+// The guest kernel command line Typevisor passes: its defaults, PVM-host additions, the user's part.
+
+/** What every guest gets: console on COM1, reset through the i8042, no waiting on a panic. */
+const DEFAULTS = [
+  'console=ttyS0',
+  'reboot=k',
+  'panic=-1',
+  'i8042.noaux',
+  'i8042.nomux',
+  'i8042.dumbkbd',
+  // No ACPI tables or PCI devices yet: skip probing them (each probe is emulated time on PVM).
+  'acpi=off',
+  'pci=off',
+];
+
+/**
+ * On nested PVM KVM the guest kernel runs in KVM's instruction emulator, which lacks these
+ * instructions (../shared/research/baseline.md §6): keep Linux off them. CPUID cannot hide XSAVE
+ * there, the command line can. `nowatchdog`: emulated time trips the soft-lockup detector.
+ */
+export const PVM_ADDITIONS = [
+  'noxsave',
+  'clearcpuid=cx16,popcnt,avx,avx2,avx512f,fsgsbase,smap,invpcid,pcid,rdtscp,rdrand,rdseed,movbe,aes,pclmulqdq,sha_ni',
+  'mitigations=off',
+  'nowatchdog',
+];
+
+export function guestCommandLine(opts: { user?: string | undefined; pvm: boolean }): string {
+  const parts = [...DEFAULTS, ...(opts.pvm ? PVM_ADDITIONS : [])];
+  if (opts.user && opts.user.trim() !== '') parts.push(opts.user.trim());
+  return parts.join(' ');
+}

@@ -1,0 +1,36 @@
+// The PC legacy devices every Typevisor VM has, on the port-I/O bus of the vCPU thread that runs them.
+import { Bus } from '../devices/bus/bus.js';
+import { Serial8250 } from '../devices/legacy/serial8250.js';
+import { I8042 } from '../devices/legacy/i8042.js';
+import { CmosRtc } from '../devices/legacy/cmos-rtc.js';
+import type { BusDevice } from '../devices/bus-device.js';
+
+export const COM1_PORT = 0x3f8;
+export const COM1_IRQ = 4;
+/** QEMU/Bochs debug console port: a byte written here goes to the console (handy for tiny guests). */
+export const DEBUGCON_PORT = 0xe9;
+
+export interface LegacyDeviceOptions {
+  serialState: SharedArrayBuffer;
+  onOutput: (byte: number) => void;
+  irqLine: (irq: number, level: boolean) => void;
+  onReset: () => void;
+}
+
+/** Builds the PIO bus (COM1, i8042, CMOS RTC, debug console) and the (still empty) MMIO bus. */
+export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus; serial: Serial8250 } {
+  const pio = new Bus();
+  const serial = new Serial8250(opts.serialState, {
+    onOutput: opts.onOutput,
+    irq: { set: (level) => opts.irqLine(COM1_IRQ, level) },
+  });
+  pio.insert(COM1_PORT, 8, serial);
+  pio.insert(0x60, 5, new I8042({ onReset: opts.onReset }));
+  pio.insert(0x70, 2, new CmosRtc());
+  const debugcon: BusDevice = {
+    read: (_offset, data) => data.fill(DEBUGCON_PORT),
+    write: (_offset, data) => opts.onOutput(data[0]!),
+  };
+  pio.insert(DEBUGCON_PORT, 1, debugcon);
+  return { pio, mmio: new Bus(), serial };
+}

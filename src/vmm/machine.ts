@@ -1,0 +1,197 @@
+// One VM's KVM objects: the VM fd, guest memory (memfd, mapped once), vCPUs and their worker threads.
+import { Worker } from 'node:worker_threads';
+import { TypevisorError, check } from '../base/errors.js';
+import { Kvm, VcpuFd, VmFd } from '../kvm/kvm.js';
+import { KVM_CAP } from '../kvm/ioctls.js';
+import * as libc from '../sys/libc.js';
+import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
+import { Serial8250 } from '../devices/legacy/serial8250.js';
+import { xsaveLayout } from './vcpu-assist.js';
+import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
+import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
+
+/** Real-time signal used to kick a vCPU thread out of KVM_RUN (blocked outside KVM_RUN). */
+const KICK_SIGNAL = 40;
+/** Where KVM puts the TSS and identity map pages it needs on Intel; inside the 32-bit hole. */
+const TSS_ADDR = 0xfffbd000;
+const IDENTITY_MAP_ADDR = 0xfffbc000;
+
+export interface MachineOptions {
+  /** RAM regions (guest physical), e.g. below and above the PCI hole. */
+  regions: readonly { gpa: number; size: number }[];
+  vcpus: number;
+  /** Complete instructions KVM's emulator cannot (needed on PVM hosts). */
+  assist: boolean;
+}
+
+export interface MachineExit {
+  reason: ExitReason;
+  detail: string;
+  vcpu: number;
+}
+
+/** Callbacks from the vCPU threads to the owner of the machine. */
+export interface MachineEvents {
+  onOutput(bytes: Uint8Array): void;
+  onAssist?(kind: string): void;
+}
+
+export class Machine {
+  readonly kvm: Kvm;
+  readonly vm: VmFd;
+  readonly memory: GuestMemory;
+  readonly vcpus: VcpuFd[] = [];
+  readonly serialState = Serial8250.createState();
+  readonly control = new SharedArrayBuffer(4 * CONTROL.SLOTS);
+  private readonly regions: MemoryRegion[];
+  private readonly memfd: number;
+  private readonly memoryAddr: number;
+  private readonly memoryBytes: number;
+  private readonly mmapSize: number;
+  private workers: Worker[] = [];
+  private tids: number[] = [];
+  private exitResult: Promise<MachineExit> | undefined;
+  private closed = false;
+  private readonly xsaveLayout: XsaveComponent[];
+
+  constructor(readonly options: MachineOptions, kvm = Kvm.open()) {
+    check(options.vcpus >= 1, `a VM needs at least one vCPU (got ${options.vcpus}) — use --cpus 1 or more`);
+    const max = kvm.maxVcpus();
+    check(options.vcpus <= max, `this host's KVM allows at most ${max} vCPUs per VM (asked for ${options.vcpus})`);
+    for (const cap of [KVM_CAP.IRQCHIP, KVM_CAP.USER_MEMORY, KVM_CAP.PIT2, KVM_CAP.IRQFD, KVM_CAP.IOEVENTFD]) {
+      if (kvm.checkExtension(cap) === 0) {
+        throw new TypevisorError('KVM_UNAVAILABLE', `this host's KVM lacks capability ${cap}, which Typevisor needs`);
+      }
+    }
+    this.kvm = kvm;
+    let hostOffset = 0;
+    this.regions = options.regions.map((r) => {
+      const region = { gpa: r.gpa, size: r.size, hostOffset };
+      hostOffset += r.size;
+      return region;
+    });
+    this.memoryBytes = hostOffset;
+    this.vm = kvm.createVm();
+    this.memfd = -1;
+    this.memoryAddr = 0;
+    try {
+      this.memfd = libc.memfdCreate('typevisor-guest-ram');
+      libc.ftruncate(this.memfd, this.memoryBytes);
+      this.memoryAddr = libc.mmap(this.memoryBytes, libc.PROT_READ | libc.PROT_WRITE,
+        libc.MAP_SHARED | libc.MAP_NORESERVE, this.memfd, 0, 'mmap(guest memory)');
+      this.memory = new GuestMemory(new Uint8Array(libc.hostView(this.memoryAddr, this.memoryBytes)), this.regions);
+      this.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.memoryAddr + r.hostOffset));
+      this.vm.setTssAddr(TSS_ADDR);
+      this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
+      this.vm.createIrqchip();
+      this.vm.createPit2();
+      this.mmapSize = kvm.vcpuMmapSize();
+      this.xsaveLayout = xsaveLayout(kvm.supportedCpuid());
+      for (let i = 0; i < options.vcpus; i++) this.vcpus.push(new VcpuFd(this.vm.createVcpu(i), this.mmapSize));
+    } catch (e) {
+      this.releaseResources();
+      throw e;
+    }
+  }
+
+  /** Starts one worker per vCPU; resolves when the VM has ended (all workers have exited). */
+  start(events: MachineEvents): Promise<MachineExit> {
+    if (this.exitResult) throw new TypevisorError('VM_STATE', 'the VM is already started');
+    if (this.closed) throw new TypevisorError('VM_STATE', 'the VM is closed');
+    const control = new Int32Array(this.control);
+    this.exitResult = new Promise<MachineExit>((resolve) => {
+      let first: MachineExit | undefined;
+      let running = this.vcpus.length;
+      this.vcpus.forEach((vcpu, index) => {
+        const data: VcpuWorkerData = {
+          index, vcpuFd: vcpu.fd, vmFd: this.vm.fd, mmapSize: this.mmapSize, memoryAddr: this.memoryAddr,
+          memoryBytes: this.memoryBytes, regions: this.regions, serialState: this.serialState, control: this.control,
+          kickSignal: KICK_SIGNAL, assist: this.options.assist, xsaveLayout: this.xsaveLayout,
+        };
+        const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });
+        const finish = (exit: MachineExit): void => {
+          if (!first || (first.reason === 'stopped' && exit.reason !== 'stopped')) first = exit;
+          // The first vCPU to end the VM stops the others.
+          Atomics.store(control, CONTROL.STOP, 1);
+          this.kickAll();
+        };
+        worker.on('message', (m: WorkerMessage) => {
+          if (m.type === 'ready') this.tids[index] = m.tid;
+          else if (m.type === 'output') events.onOutput(m.bytes);
+          else if (m.type === 'assist') events.onAssist?.(m.kind);
+          else if (m.type === 'exit') finish({ reason: m.reason, detail: m.detail, vcpu: index });
+        });
+        worker.on('error', (e) => finish({ reason: 'crash', detail: `vCPU ${index} thread failed: ${e.message}`, vcpu: index }));
+        worker.on('exit', () => {
+          if (--running === 0) resolve(first ?? { reason: 'stopped', detail: 'stopped', vcpu: 0 });
+        });
+        this.workers.push(worker);
+      });
+    });
+    return this.exitResult;
+  }
+
+  /** Asks every vCPU to leave KVM_RUN and its loop; the start() promise then resolves. */
+  stop(): void {
+    Atomics.store(new Int32Array(this.control), CONTROL.STOP, 1);
+    this.kickAll();
+  }
+
+  /** Interrupts KVM_RUN on every vCPU thread that has reported its thread id. */
+  private kickAll(): void {
+    const pid = libc.getpid();
+    for (const tid of this.tids) {
+      if (tid === undefined) continue;
+      try {
+        libc.tgkill(pid, tid, KICK_SIGNAL);
+      } catch {
+        // The thread has already exited.
+      }
+    }
+  }
+
+  /** A worker that has not yet said 'ready' cannot be kicked; keep kicking until all have exited. */
+  async stopAndJoin(): Promise<MachineExit | undefined> {
+    if (!this.exitResult) return undefined;
+    this.stop();
+    const timer = setInterval(() => this.kickAll(), 20);
+    try {
+      return await this.exitResult;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  get exitCount(): number {
+    return Atomics.load(new Int32Array(this.control), CONTROL.EXITS);
+  }
+
+  get assistCount(): number {
+    return Atomics.load(new Int32Array(this.control), CONTROL.ASSISTS);
+  }
+
+  /** Raises or lowers an interrupt line of the in-kernel irqchip from the main thread. */
+  irqLine(irq: number, level: boolean): void {
+    this.vm.irqLine(irq, level);
+  }
+
+  /** Joins the workers, then releases memory and fds. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.stopAndJoin();
+    this.releaseResources();
+  }
+
+  private releaseResources(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const v of this.vcpus) {
+      v.unmap();
+      libc.close(v.fd);
+    }
+    if (this.memoryAddr) libc.munmap(this.memoryAddr, this.memoryBytes);
+    if (this.memfd >= 0) libc.close(this.memfd);
+    this.vm.close();
+    this.kvm.close();
+  }
+}

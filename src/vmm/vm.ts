@@ -1,0 +1,129 @@
+// The Typevisor library API: one VM — create, start, console, wait for exit, stop.
+import { Duplex } from 'node:stream';
+import { TypevisorError, check } from '../base/errors.js';
+import { isPvmHost } from '../kvm/host-kind.js';
+import { Serial8250 } from '../devices/legacy/serial8250.js';
+import { Machine, type MachineExit } from './machine.js';
+import { loadLinux, type LinuxBoot } from './linux-loader.js';
+import { guestCommandLine } from './command-line.js';
+import { setupVcpuForBoot } from './vcpu-setup.js';
+import { ramRegions } from '../arch/x86_64/layout.js';
+import { COM1_IRQ } from './legacy-devices.js';
+
+export interface VmOptions {
+  /** Path of the guest kernel: an ELF vmlinux (PVH entry preferred) or a bzImage. */
+  kernel: string;
+  initrd?: string;
+  /** Appended to Typevisor's default kernel command line. */
+  cmdline?: string;
+  memoryMib?: number;
+  vcpus?: number;
+  /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
+  hostKvm?: 'auto' | 'pvm' | 'hardware';
+}
+
+export interface VmExit {
+  reason: 'poweroff' | 'reset' | 'crash' | 'stopped';
+  /** One line (or a few) saying why. */
+  detail: string;
+  vcpu: number;
+}
+
+export interface VmMetrics {
+  exits: number;
+  assists: Record<string, number>;
+}
+
+type VmState = 'created' | 'running' | 'exited';
+
+export class Vm {
+  /** The guest's serial console: read guest output, write guest input. */
+  readonly console: Duplex;
+  private state: VmState = 'created';
+  private exitPromise: Promise<VmExit> | undefined;
+  private readonly assists: Record<string, number> = {};
+  private readonly serial: Serial8250;
+
+  private constructor(private readonly machine: Machine, readonly boot: LinuxBoot) {
+    // The main thread's own view of the UART: input goes into the shared FIFO and raises IRQ 4.
+    this.serial = new Serial8250(machine.serialState, {
+      onOutput: () => undefined,
+      irq: { set: (level) => machine.irqLine(COM1_IRQ, level) },
+    });
+    this.console = new Duplex({
+      read: () => undefined,
+      write: (chunk: Buffer, _enc, callback) => {
+        this.sendInput(chunk);
+        callback();
+      },
+    });
+  }
+
+  /** Checks the options, reads the kernel and initrd, builds the VM; nothing runs yet. */
+  static async create(options: VmOptions): Promise<Vm> {
+    const vcpus = options.vcpus ?? 1;
+    const memoryMib = options.memoryMib ?? 256;
+    check(Number.isInteger(vcpus) && vcpus >= 1, `vCPU count must be a whole number ≥ 1 (got ${vcpus})`);
+    check(Number.isInteger(memoryMib) && memoryMib >= 16, `memory must be at least 16 MiB (got ${memoryMib} MiB)`);
+    const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
+    const memoryBytes = memoryMib * 2 ** 20;
+    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm });
+    try {
+      const cmdline = guestCommandLine({ user: options.cmdline, pvm });
+      const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes });
+      machine.vcpus.forEach((vcpu, index) => setupVcpuForBoot(machine, vcpu, index, boot));
+      return new Vm(machine, boot);
+    } catch (e) {
+      await machine.close();
+      throw e;
+    }
+  }
+
+  /** Starts the vCPUs. */
+  start(): Promise<void> {
+    if (this.state !== 'created') throw new TypevisorError('VM_STATE', `cannot start a VM that is ${this.state}`);
+    this.state = 'running';
+    const done = this.machine.start({
+      onOutput: (bytes) => this.console.push(Buffer.from(bytes)),
+      onAssist: (kind) => { this.assists[kind] = (this.assists[kind] ?? 0) + 1; },
+    });
+    this.exitPromise = done.then(async (exit: MachineExit) => {
+      this.state = 'exited';
+      await this.machine.close();
+      this.console.push(null);
+      return exit;
+    });
+    return Promise.resolve();
+  }
+
+  /** Resolves once the VM has ended and its resources are released. */
+  waitForExit(): Promise<VmExit> {
+    if (!this.exitPromise) throw new TypevisorError('VM_STATE', 'the VM has not been started');
+    return this.exitPromise;
+  }
+
+  /** Stops the VM (the vCPUs leave KVM_RUN) and releases it. */
+  async stop(): Promise<VmExit> {
+    if (this.state === 'created') {
+      this.state = 'exited';
+      await this.machine.close();
+      return { reason: 'stopped', detail: 'stopped before it started', vcpu: 0 };
+    }
+    this.machine.stop();
+    return this.waitForExit();
+  }
+
+  /** Feeds bytes to the guest's serial console (as if typed). */
+  sendInput(bytes: Uint8Array): void {
+    let offset = 0;
+    while (offset < bytes.length) {
+      const n = this.serial.enqueueInput(bytes.subarray(offset));
+      if (n === 0) break; // The guest is not reading; drop rather than block the host.
+      offset += n;
+    }
+  }
+
+  metrics(): VmMetrics {
+    return { exits: this.machine.exitCount, assists: { ...this.assists } };
+  }
+}
