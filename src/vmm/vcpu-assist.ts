@@ -20,8 +20,6 @@ export class VcpuAssist {
       getRegs: () => vcpu.getRegs(),
       setRegs: (r) => vcpu.setRegs(r),
       getSregs: () => vcpu.getSregs(),
-      getFpu: () => vcpu.getFpu(),
-      setFpu: (f) => vcpu.setFpu(f),
       getXsave: () => vcpu.getXsave(),
       setXsave: (a) => vcpu.setXsave(a),
       getXcr0: () => vcpu.getXcrs().find((x) => x.xcr === 0)?.value ?? 1n,

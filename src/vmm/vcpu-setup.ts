@@ -16,10 +16,6 @@ export function setupVcpuForBoot(machine: Machine, vcpu: VcpuFd, index: number, 
   vcpu.setCpuid(filterCpuid(machine.kvm.supportedCpuid(), { vcpuIndex: index, vcpuCount: machine.vcpus.length }));
   vcpu.setMsrs(bootMsrs());
   setupLapic(vcpu);
-  const fpu = vcpu.getFpu();
-  fpu.fcw = 0x37f;
-  fpu.mxcsr = 0x1f80;
-  vcpu.setFpu(fpu);
   if (index === 0) {
     vcpu.setSregs(applySregs(vcpu.getSregs(), boot.sregs));
     vcpu.setRegs(applyRegs(boot.regs));

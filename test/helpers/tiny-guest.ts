@@ -1,6 +1,10 @@
 // Runs a tiny assembled guest on a real Machine and collects what it printed and how it ended.
 import { Machine, type MachineExit } from '../../src/vmm/machine.js';
 import { zeroRegs, type Sregs } from '../../src/kvm/structs.js';
+import { longModeBootState, writeGdt } from '../../src/arch/x86_64/gdt.js';
+import { writeIdentityPageTables } from '../../src/arch/x86_64/page-tables.js';
+import { LAYOUT } from '../../src/arch/x86_64/layout.js';
+import { filterCpuid } from '../../src/arch/x86_64/cpuid.js';
 
 export interface TinyGuestResult {
   exit: MachineExit;
@@ -57,4 +61,35 @@ export async function runTinyGuest(opts: TinyGuestOptions): Promise<TinyGuestRes
   } finally {
     await machine.close();
   }
+}
+
+/**
+ * Long mode at CPL 0 with Typevisor's boot GDT and identity page tables (the state the 64-bit
+ * Linux boot protocol enters with). `userPages` also sets the U/S bit in every table entry so
+ * ring-3 code can run on the identity map. CR4.OSFXSR/OSXMMEXCPT/OSXSAVE and XCR0 = x87|SSE let
+ * the guest use SSE state instructions.
+ */
+export function longModeSetup(entry: number, opts: { userPages?: boolean } = {}): (machine: Machine) => void {
+  return (machine) => {
+    const m = machine.memory;
+    writeGdt(m);
+    writeIdentityPageTables(m);
+    if (opts.userPages) {
+      for (let a = LAYOUT.PML4; a < LAYOUT.PD + 4 * 4096; a += 8) {
+        const e = m.getU64(a);
+        if (e & 1n) m.setU64(a, e | 4n);
+      }
+    }
+    const boot = longModeBootState(entry);
+    const vcpu = machine.vcpus[0]!;
+    // XCR0 may only enable what the vCPU's CPUID offers, so CPUID comes first.
+    vcpu.setCpuid(filterCpuid(machine.kvm.supportedCpuid(), { vcpuIndex: 0, vcpuCount: 1 }));
+    const s = vcpu.getSregs();
+    vcpu.setSregs({ ...s, ...boot.sregs, cr4: boot.sregs.cr4 | 0x600n | 0x40000n });
+    vcpu.setXcrs([{ xcr: 0, value: 3n }]);
+    const regs = zeroRegs();
+    Object.assign(regs, boot.regs);
+    regs.rsp = 0x80000n;
+    vcpu.setRegs(regs);
+  };
 }

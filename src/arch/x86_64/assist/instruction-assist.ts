@@ -1,6 +1,6 @@
 // The assist: completes instructions that KVM's x86 emulator cannot (nested PVM KVM), then lets the guest resume.
 import type { GuestMemory } from '../../../memory/guest-memory.js';
-import type { Fpu, Regs, Sregs } from '../../../kvm/structs.js';
+import type { Regs, Sregs } from '../../../kvm/structs.js';
 import { decode, effectiveAddress, type CpuMode, type Decoded, type MemOperand } from './decoder.js';
 import { readLinear, writeLinear, type PagingState } from './page-walk.js';
 
@@ -9,9 +9,10 @@ export interface AssistVcpu {
   getRegs(): Regs;
   setRegs(r: Regs): void;
   getSregs(): Sregs;
-  getFpu(): Fpu;
-  setFpu(f: Fpu): void;
-  /** KVM_GET/SET_XSAVE: the standard (non-compacted) XSAVE layout, 4096 bytes. */
+  /**
+   * KVM_GET/SET_XSAVE: the standard (non-compacted) XSAVE layout, 4096 bytes. MXCSR is read and
+   * written here too: on our PVM hosts KVM_GET/SET_FPU ignore it.
+   */
   getXsave(): Uint8Array;
   setXsave(area: Uint8Array): void;
   getXcr0(): bigint;
@@ -124,15 +125,16 @@ export class InstructionAssist {
           vcpu.injectException(VECTOR_GP, 0);
           return true;
         }
-        const fpu = vcpu.getFpu();
-        fpu.mxcsr = value;
-        vcpu.setFpu(fpu);
+        const area = vcpu.getXsave();
+        new DataView(area.buffer, area.byteOffset).setUint32(MXCSR_OFFSET, value, true);
+        vcpu.setXsave(area);
         advance();
         return true;
       }
       case 'stmxcsr': {
         const out = new Uint8Array(4);
-        new DataView(out.buffer).setUint32(0, vcpu.getFpu().mxcsr, true);
+        const area = vcpu.getXsave();
+        out.set(area.subarray(MXCSR_OFFSET, MXCSR_OFFSET + 4));
         if (!write(d.mem!, out)) return 'memory operand not mapped';
         advance();
         return true;
