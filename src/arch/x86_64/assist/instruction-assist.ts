@@ -36,6 +36,7 @@ const VECTOR_GP = 13;
 const LEGACY_SIZE = 512;
 const XSAVE_HEADER = 512;
 const MXCSR_OFFSET = 24;
+const XMM_OFFSET = 160;
 const MXCSR_RESERVED = 0xffff0000;
 const FLAGS_CF = 1n;
 const FLAGS_ARITH = 0x8d5n; // CF PF AF ZF SF OF
@@ -184,6 +185,36 @@ export class InstructionAssist {
         const name = GPR_ORDER[d.reg!]!;
         regs[name] = bits === 16 ? (regs[name] & ~0xffffn) | count : count;
         regs.rflags = (regs.rflags & ~FLAGS_ARITH) | (src === 0n ? FLAGS_ZF : 0n);
+        advance();
+        return true;
+      }
+      case 'movd-to-xmm':
+      case 'movd-from-xmm': {
+        // SSE moves in kernel-FPU sections (e.g. a checksum self-test): XMM registers live in the XSAVE legacy area.
+        const bytes = d.rexW ? 8 : 4;
+        const area = vcpu.getXsave();
+        const xmm = XMM_OFFSET + 16 * d.reg!;
+        if (d.kind === 'movd-to-xmm') {
+          let value: Uint8Array;
+          if (d.mem) {
+            const m = read(d.mem, bytes);
+            if (!m) return 'memory operand not mapped';
+            value = m;
+          } else {
+            value = new Uint8Array(8);
+            new DataView(value.buffer).setBigUint64(0, regs[GPR_ORDER[d.rmReg!]!], true);
+          }
+          area.fill(0, xmm, xmm + 16);
+          area.set(value.subarray(0, bytes), xmm);
+          const av = new DataView(area.buffer, area.byteOffset);
+          av.setBigUint64(XSAVE_HEADER, av.getBigUint64(XSAVE_HEADER, true) | 2n, true);
+          vcpu.setXsave(area);
+        } else if (d.mem) {
+          if (!write(d.mem, area.slice(xmm, xmm + bytes))) return 'memory operand not mapped';
+        } else {
+          const low = new DataView(area.buffer, area.byteOffset + xmm).getBigUint64(0, true);
+          regs[GPR_ORDER[d.rmReg!]!] = BigInt.asUintN(bytes * 8, low);
+        }
         advance();
         return true;
       }
