@@ -1,76 +1,160 @@
-// `typevisor run`: boot one VM in the foreground with its console on the terminal.
+// `typevisor run`: boot one VM in the foreground — run a command in it (like `docker run`) or attach its console.
 import { parseArgs } from 'node:util';
 import { TypevisorError } from '../base/errors.js';
 import { parseSize } from '../base/size.js';
-import { Vm } from '../vmm/vm.js';
+import { Vm, type VmExit } from '../vmm/vm.js';
+import { guestAssets, GUEST_NAMES, type GuestAssets } from '../guest/default-guest.js';
+import { CommandConsoleParser, encodeCommand } from '../guest/command-protocol.js';
+import { attachConsole } from './console-attach.js';
 
 export const RUN_USAGE = `Usage: typevisor run [options] [-- CMD ARGS...]
 
-Boot a VM with its serial console on this terminal.
+Boot a VM. With CMD, run it in the guest: its output is printed here and typevisor exits with its
+status (127 if the guest has no such command). Without CMD, the guest's console is attached to this
+terminal: Ctrl-A x quits, Ctrl-A h helps.
 
 Options:
-  --kernel FILE     guest kernel: ELF vmlinux (PVH entry) or bzImage (required for now)
-  --initrd FILE     initial ramdisk
+  --guest NAME      guest to boot: ${GUEST_NAMES.join(' | ')} (default: default, built on first use)
+  --kernel FILE     boot this kernel instead (ELF vmlinux with a PVH note, or bzImage)
+  --initrd FILE     initial ramdisk for --kernel
   --cmdline TEXT    appended to the kernel command line
   --cpus N          number of vCPUs (default 1)
-  --memory SIZE     guest memory, e.g. 256M, 2G (default 256M)
-  -h, --help        this help
+  --memory SIZE     guest memory, e.g. 256M or 2G (default 256M)
+  --quiet           do not show the boot log
+  --no-reboot       end when the guest reboots, instead of booting it again
+  -h, --help        this help`;
 
-The VM's exit status: 0 after the guest powers off or resets, 1 after a crash.`;
+interface RunOptions {
+  assets: GuestAssets;
+  cmdline: string;
+  vcpus: number;
+  memoryMib: number;
+  quiet: boolean;
+  noReboot: boolean;
+  command: string[];
+}
 
-export async function runCommand(argv: string[]): Promise<number> {
+function parse(argv: string[]): RunOptions | 'help' {
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
-        kernel: { type: 'string' },
-        initrd: { type: 'string' },
-        cmdline: { type: 'string' },
-        cpus: { type: 'string' },
-        memory: { type: 'string' },
+        guest: { type: 'string' }, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' },
+        cpus: { type: 'string' }, memory: { type: 'string' }, quiet: { type: 'boolean' }, 'no-reboot': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (e) {
     throw new TypevisorError('INVALID_ARGUMENT', `${e instanceof Error ? e.message : String(e)} — see 'typevisor run --help'`);
   }
-  const { values } = parsed;
-  if (values.help) {
+  const v = parsed.values;
+  if (v.help) return 'help';
+  const vcpus = v.cpus === undefined ? 1 : Number(v.cpus);
+  if (!/^\d+$/.test(v.cpus ?? '1') || !Number.isInteger(vcpus) || vcpus < 1) {
+    throw new TypevisorError('INVALID_ARGUMENT', `--cpus '${v.cpus}' is not a whole number of vCPUs ≥ 1`);
+  }
+  const memoryBytes = parseSize(v.memory ?? '256M', '--memory', 'M');
+  if (memoryBytes % 2 ** 20 !== 0) throw new TypevisorError('INVALID_ARGUMENT', `--memory ${v.memory} is not a whole number of MiB`);
+  if (v.initrd && !v.kernel) throw new TypevisorError('INVALID_ARGUMENT', '--initrd goes with --kernel');
+  if (v.kernel && v.guest) throw new TypevisorError('INVALID_ARGUMENT', 'give either --kernel or --guest, not both');
+  if (v.guest && !(GUEST_NAMES as readonly string[]).includes(v.guest)) {
+    throw new TypevisorError('INVALID_ARGUMENT', `unknown guest '${v.guest}' — choose one of: ${GUEST_NAMES.join(', ')}`);
+  }
+  return {
+    assets: v.kernel ? { name: 'custom', kernel: v.kernel, initrd: v.initrd } : { name: v.guest ?? 'default', kernel: '' },
+    cmdline: v.cmdline ?? '',
+    vcpus,
+    memoryMib: memoryBytes / 2 ** 20,
+    quiet: v.quiet ?? false,
+    noReboot: v['no-reboot'] ?? false,
+    command: parsed.positionals,
+  };
+}
+
+export async function runCommand(argv: string[]): Promise<number> {
+  const opts = parse(argv);
+  if (opts === 'help') {
     process.stdout.write(`${RUN_USAGE}\n`);
     return 0;
   }
-  if (!values.kernel) throw new TypevisorError('INVALID_ARGUMENT', "--kernel FILE is required — see 'typevisor run --help'");
-  const vcpus = values.cpus === undefined ? 1 : Number(values.cpus);
-  if (!Number.isInteger(vcpus) || vcpus < 1) {
-    throw new TypevisorError('INVALID_ARGUMENT', `--cpus '${values.cpus}' is not a whole number ≥ 1`);
+  if (opts.assets.name !== 'custom') {
+    opts.assets = await guestAssets(opts.assets.name, (line) => { if (!opts.quiet) process.stderr.write(`${line}\n`); });
   }
-  const memoryBytes = parseSize(values.memory ?? '256M', '--memory', 'M');
-  if (memoryBytes % 2 ** 20 !== 0) {
-    throw new TypevisorError('INVALID_ARGUMENT', `--memory ${values.memory} is not a whole number of MiB`);
-  }
-  const vm = await Vm.create({
-    kernel: values.kernel, initrd: values.initrd, cmdline: values.cmdline, vcpus, memoryMib: memoryBytes / 2 ** 20,
+  return opts.command.length > 0 ? runGuestCommand(opts) : runInteractive(opts);
+}
+
+function createVm(opts: RunOptions, extraCmdline: string): Promise<Vm> {
+  return Vm.create({
+    kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib,
+    cmdline: [opts.cmdline, extraCmdline].filter((s) => s !== '').join(' '),
   });
-  vm.console.pipe(process.stdout);
-  const stdin = process.stdin;
-  const onInput = (chunk: Buffer): void => vm.sendInput(chunk);
-  if (stdin.isTTY) stdin.setRawMode(true);
-  stdin.on('data', onInput);
-  const onSignal = (): void => void vm.stop();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+}
+
+/** Ends the VM when this process is interrupted, so no guest outlives us. */
+function stopOnSignals(vm: Vm): () => void {
+  const stop = (): void => void vm.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  process.once('SIGHUP', stop);
+  return () => {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    process.off('SIGHUP', stop);
+  };
+}
+
+async function runGuestCommand(opts: RunOptions): Promise<number> {
+  let encoded: string;
+  try {
+    encoded = encodeCommand(opts.command);
+  } catch (e) {
+    throw new TypevisorError('INVALID_ARGUMENT', e instanceof Error ? e.message : String(e));
+  }
+  const vm = await createVm(opts, `${encoded}${opts.quiet ? ' quiet' : ''}`);
+  const parser = new CommandConsoleParser();
+  let status: number | undefined;
+  vm.console.on('data', (chunk: Buffer) => {
+    for (const e of parser.push(chunk.toString('utf8'))) {
+      if (e.kind === 'boot-log' && !opts.quiet) process.stderr.write(e.text);
+      else if (e.kind === 'output') process.stdout.write(e.text);
+      else if (e.kind === 'exit') status = e.status;
+    }
+  });
+  const release = stopOnSignals(vm);
   await vm.start();
   const exit = await vm.waitForExit();
-  stdin.off('data', onInput);
-  if (stdin.isTTY) stdin.setRawMode(false);
-  stdin.pause();
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  if (exit.reason === 'crash') {
-    process.stderr.write(`\ntypevisor: the guest crashed: ${exit.detail}\n`);
-    return 1;
+  release();
+  if (status !== undefined) return status;
+  return reportEnd(exit, 'before the command finished');
+}
+
+function reportEnd(exit: VmExit, when: string): number {
+  const why = exit.reason === 'crash' ? `the guest crashed ${when}: ${exit.detail}` : `the guest ended (${exit.reason}) ${when}: ${exit.detail}`;
+  process.stderr.write(`\ntypevisor: ${why}\n`);
+  return exit.reason === 'stopped' ? 130 : 1;
+}
+
+async function runInteractive(opts: RunOptions): Promise<number> {
+  for (;;) {
+    const vm = await createVm(opts, '');
+    const detach = attachConsole(vm, process.stdin, process.stdout);
+    const release = stopOnSignals(vm);
+    await vm.start();
+    const exit = await vm.waitForExit();
+    release();
+    const quitByUser = detach();
+    if (quitByUser) return 0;
+    if (exit.reason === 'poweroff') return 0;
+    if (exit.reason === 'reset') {
+      if (opts.noReboot) {
+        process.stderr.write('\ntypevisor: the guest reset (reason: reset); not rebooting (--no-reboot)\n');
+        return 0;
+      }
+      process.stderr.write('\ntypevisor: the guest reset; booting it again\n');
+      continue;
+    }
+    return reportEnd(exit, '');
   }
-  return 0;
 }

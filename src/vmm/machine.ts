@@ -55,13 +55,11 @@ export class Machine {
   private readonly xsaveLayout: XsaveComponent[];
 
   constructor(readonly options: MachineOptions, kvm = Kvm.open()) {
-    check(options.vcpus >= 1, `a VM needs at least one vCPU (got ${options.vcpus}) — use --cpus 1 or more`);
-    const max = kvm.maxVcpus();
-    check(options.vcpus <= max, `this host's KVM allows at most ${max} vCPUs per VM (asked for ${options.vcpus})`);
-    for (const cap of [KVM_CAP.IRQCHIP, KVM_CAP.USER_MEMORY, KVM_CAP.PIT2, KVM_CAP.IRQFD, KVM_CAP.IOEVENTFD]) {
-      if (kvm.checkExtension(cap) === 0) {
-        throw new TypevisorError('KVM_UNAVAILABLE', `this host's KVM lacks capability ${cap}, which Typevisor needs`);
-      }
+    try {
+      Machine.checkHost(kvm, options);
+    } catch (e) {
+      kvm.close();
+      throw e;
     }
     this.kvm = kvm;
     let hostOffset = 0;
@@ -91,6 +89,17 @@ export class Machine {
     } catch (e) {
       this.releaseResources();
       throw e;
+    }
+  }
+
+  private static checkHost(kvm: Kvm, options: MachineOptions): void {
+    check(options.vcpus >= 1, `a VM needs at least one vCPU (got ${options.vcpus}) — use --cpus 1 or more`);
+    const max = kvm.maxVcpus();
+    check(options.vcpus <= max, `this host's KVM allows at most ${max} vCPUs per VM (asked for ${options.vcpus})`);
+    for (const cap of [KVM_CAP.IRQCHIP, KVM_CAP.USER_MEMORY, KVM_CAP.PIT2, KVM_CAP.IRQFD, KVM_CAP.IOEVENTFD]) {
+      if (kvm.checkExtension(cap) === 0) {
+        throw new TypevisorError('KVM_UNAVAILABLE', `this host's KVM lacks capability ${cap}, which Typevisor needs`);
+      }
     }
   }
 

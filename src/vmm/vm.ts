@@ -1,5 +1,6 @@
 // The Typevisor library API: one VM — create, start, console, wait for exit, stop.
 import { Duplex } from 'node:stream';
+import { totalmem } from 'node:os';
 import { TypevisorError, check } from '../base/errors.js';
 import { isPvmHost } from '../kvm/host-kind.js';
 import { Serial8250 } from '../devices/legacy/serial8250.js';
@@ -43,6 +44,8 @@ export class Vm {
   private exitPromise: Promise<VmExit> | undefined;
   private readonly assists: Record<string, number> = {};
   private readonly serial: Serial8250;
+  private consoleTail = '';
+  private poweredOff = false;
 
   private constructor(private readonly machine: Machine, readonly boot: LinuxBoot) {
     // The main thread's own view of the UART: input goes into the shared FIFO and raises IRQ 4.
@@ -65,6 +68,11 @@ export class Vm {
     const memoryMib = options.memoryMib ?? 256;
     check(Number.isInteger(vcpus) && vcpus >= 1, `vCPU count must be a whole number ≥ 1 (got ${vcpus})`);
     check(Number.isInteger(memoryMib) && memoryMib >= 16, `memory must be at least 16 MiB (got ${memoryMib} MiB)`);
+    const hostMib = Math.floor(totalmem() / 2 ** 20);
+    if (memoryMib > hostMib) {
+      throw new TypevisorError('MEMORY_TOO_LARGE',
+        `the VM asks for ${memoryMib} MiB but this host has ${hostMib} MiB of memory in all — give it less (--memory)`);
+    }
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
     const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm });
@@ -84,16 +92,34 @@ export class Vm {
     if (this.state !== 'created') throw new TypevisorError('VM_STATE', `cannot start a VM that is ${this.state}`);
     this.state = 'running';
     const done = this.machine.start({
-      onOutput: (bytes) => this.console.push(Buffer.from(bytes)),
+      onOutput: (bytes) => {
+        this.watchForPowerOff(bytes);
+        this.console.push(Buffer.from(bytes));
+      },
       onAssist: (kind) => { this.assists[kind] = (this.assists[kind] ?? 0) + 1; },
     });
-    this.exitPromise = done.then(async (exit: MachineExit) => {
+    this.exitPromise = done.then(async (machineExit: MachineExit) => {
       this.state = 'exited';
+      const exit: VmExit = this.poweredOff && machineExit.reason === 'stopped'
+        ? { reason: 'poweroff', detail: 'the guest powered off', vcpu: machineExit.vcpu }
+        : machineExit;
       await this.machine.close();
       this.console.push(null);
       return exit;
     });
     return Promise.resolve();
+  }
+
+  /**
+   * Without ACPI (not yet emulated) a Linux guest that powers off just halts, printing this line
+   * first; the VM ends there as a power-off.
+   */
+  private watchForPowerOff(bytes: Uint8Array): void {
+    this.consoleTail = (this.consoleTail + Buffer.from(bytes).toString('latin1')).slice(-64);
+    if (!this.poweredOff && /reboot: (Power down|System halted)/.test(this.consoleTail)) {
+      this.poweredOff = true;
+      this.machine.stop();
+    }
   }
 
   /** Resolves once the VM has ended and its resources are released. */

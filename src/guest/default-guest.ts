@@ -1,0 +1,55 @@
+// The default guest: built (once, cached) by guest/build-default-guest.sh from Debian packages.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TypevisorError } from '../base/errors.js';
+import { fetchDebianCloudKernel } from './debian-cloud-kernel.js';
+
+export interface GuestAssets {
+  name: string;
+  kernel: string;
+  initrd?: string | undefined;
+}
+
+/** guest/ in the package (this file is dist/src/guest/default-guest.js). */
+const GUEST_DIR = fileURLToPath(new URL('../../../guest/', import.meta.url));
+
+export const GUEST_NAMES = ['default', 'debian-cloud'] as const;
+export type GuestName = (typeof GUEST_NAMES)[number];
+
+/** Builds the default guest if needed (progress lines go to `log`) and returns its files. */
+export function ensureDefaultGuest(log: (line: string) => void = () => undefined): Promise<GuestAssets> {
+  const script = join(GUEST_DIR, 'build-default-guest.sh');
+  if (!existsSync(script)) throw new TypevisorError('GUEST_BUILD_FAILED', `the guest recipe ${script} is missing from this installation`);
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      for (const line of d.toString().split('\n')) if (line.trim() !== '') log(line);
+    });
+    // A Ctrl-C of ours reaches the build too (same process group); its own trap cleans up.
+    child.on('error', (e) => reject(new TypevisorError('GUEST_BUILD_FAILED', `cannot run the guest build: ${e.message}`, { cause: e })));
+    child.on('close', (code) => {
+      const dir = out.trim().split('\n').at(-1) ?? '';
+      if (code !== 0 || dir === '') {
+        const why = err.trim().split('\n').filter((l) => l.startsWith('guest build failed')).at(-1) ?? `exit status ${code}`;
+        reject(new TypevisorError('GUEST_BUILD_FAILED', `building the default guest failed: ${why}`));
+        return;
+      }
+      resolve({ name: 'default', kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initramfs.cpio') });
+    });
+  });
+}
+
+export async function guestAssets(name: string, log: (line: string) => void = () => undefined): Promise<GuestAssets> {
+  if (name === 'default') return ensureDefaultGuest(log);
+  if (name === 'debian-cloud') {
+    const k = fetchDebianCloudKernel(log);
+    return { name, kernel: k.vmlinux };
+  }
+  throw new TypevisorError('INVALID_ARGUMENT', `unknown guest '${name}' — choose one of: ${GUEST_NAMES.join(', ')}`);
+}
