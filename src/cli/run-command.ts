@@ -98,7 +98,11 @@ function stopOnSignals(vm: Vm): () => void {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   process.once('SIGHUP', stop);
+  // SIGUSR2 prints every vCPU's registers and the bytes at RIP (for a guest that seems stuck).
+  const dump = (): void => void vm.dumpState().then((t) => process.stderr.write(`\n${t.join('\n')}\n`));
+  process.on('SIGUSR2', dump);
   return () => {
+    process.off('SIGUSR2', dump);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.off('SIGHUP', stop);

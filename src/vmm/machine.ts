@@ -34,6 +34,8 @@ export interface MachineExit {
 export interface MachineEvents {
   onOutput(bytes: Uint8Array): void;
   onAssist?(kind: string): void;
+  /** A vCPU's registers and the bytes at its RIP, in answer to requestDump(). */
+  onDump?(text: string): void;
 }
 
 export class Machine {
@@ -128,6 +130,7 @@ export class Machine {
           if (m.type === 'ready') this.tids[index] = m.tid;
           else if (m.type === 'output') events.onOutput(m.bytes);
           else if (m.type === 'assist') events.onAssist?.(m.kind);
+          else if (m.type === 'dump') events.onDump?.(m.text);
           else if (m.type === 'exit') finish({ reason: m.reason, detail: m.detail, vcpu: index });
         });
         worker.on('error', (e) => finish({ reason: 'crash', detail: `vCPU ${index} thread failed: ${e.message}`, vcpu: index }));
@@ -138,6 +141,12 @@ export class Machine {
       });
     });
     return this.exitResult;
+  }
+
+  /** Asks every vCPU to report its state (through onDump) without stopping the VM. */
+  requestDump(): void {
+    Atomics.add(new Int32Array(this.control), CONTROL.DUMP, 1);
+    this.kickAll();
   }
 
   /** Asks every vCPU to leave KVM_RUN and its loop; the start() promise then resolves. */

@@ -35,6 +35,8 @@ export const CONTROL = {
   ASSISTS: 1,
   /** Count of exits, all vCPUs. */
   EXITS: 2,
+  /** Generation counter of state-dump requests; each vCPU answers every new one once. */
+  DUMP: 3,
   SLOTS: 8,
 } as const;
 
@@ -43,4 +45,5 @@ export type WorkerMessage =
   | { type: 'output'; bytes: Uint8Array }
   | { type: 'exit'; reason: ExitReason; detail: string }
   | { type: 'assist'; kind: string }
+  | { type: 'dump'; text: string }
   | { type: 'error'; message: string };

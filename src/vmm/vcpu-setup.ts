@@ -13,7 +13,9 @@ const APIC_MODE_EXTINT = 0x7 << 8;
 const APIC_MODE_NMI = 0x4 << 8;
 
 export function setupVcpuForBoot(machine: Machine, vcpu: VcpuFd, index: number, boot: LinuxBoot): void {
-  vcpu.setCpuid(filterCpuid(machine.kvm.supportedCpuid(), { vcpuIndex: index, vcpuCount: machine.vcpus.length }));
+  vcpu.setCpuid(filterCpuid(machine.kvm.supportedCpuid(), {
+    vcpuIndex: index, vcpuCount: machine.vcpus.length, noHypercalls: machine.options.assist,
+  }));
   vcpu.setMsrs(bootMsrs());
   setupLapic(vcpu);
   if (index === 0) {

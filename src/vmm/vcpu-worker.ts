@@ -99,11 +99,17 @@ function flushOutput(): void {
   }
 }
 
+let dumpsAnswered = 0;
 try {
   while (ended === undefined && Atomics.load(control, CONTROL.STOP) === 0) {
     const exit = vcpu.run();
     if (exit === 'interrupted') {
       libc.drainSignals([data.kickSignal]);
+      const dump = Atomics.load(control, CONTROL.DUMP);
+      if (dump !== dumpsAnswered) {
+        dumpsAnswered = dump;
+        post({ type: 'dump', text: `vCPU ${data.index}:\n${describeVcpu(vcpu, memory)}` });
+      }
       continue;
     }
     Atomics.add(control, CONTROL.EXITS, 1);

@@ -97,6 +97,7 @@ export class Vm {
         this.console.push(Buffer.from(bytes));
       },
       onAssist: (kind) => { this.assists[kind] = (this.assists[kind] ?? 0) + 1; },
+      onDump: (text) => this.emitDump(text),
     });
     this.exitPromise = done.then(async (machineExit: MachineExit) => {
       this.state = 'exited';
@@ -137,6 +138,32 @@ export class Vm {
     }
     this.machine.stop();
     return this.waitForExit();
+  }
+
+  private dumpListeners: ((text: string) => void)[] = [];
+
+  private emitDump(text: string): void {
+    for (const l of this.dumpListeners) l(text);
+  }
+
+  /** Each vCPU's registers and the bytes at its RIP, taken without stopping the VM (for diagnosis). */
+  dumpState(timeoutMs = 2000): Promise<string[]> {
+    if (this.state !== 'running') return Promise.resolve([]);
+    const texts: string[] = [];
+    return new Promise((resolve) => {
+      const listener = (t: string): void => {
+        texts.push(t);
+        if (texts.length === this.machine.vcpus.length) finish();
+      };
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.dumpListeners = this.dumpListeners.filter((l) => l !== listener);
+        resolve(texts);
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      this.dumpListeners.push(listener);
+      this.machine.requestDump();
+    });
   }
 
   /** Feeds bytes to the guest's serial console (as if typed). */

@@ -4,7 +4,15 @@ import type { CpuidEntry } from '../../kvm/structs.js';
 export interface CpuidOptions {
   vcpuIndex: number;
   vcpuCount: number;
+  /**
+   * Hide the KVM paravirtual features that work through hypercalls: on nested PVM hosts a
+   * guest's VMCALL can loop forever (KVM cannot patch it to VMMCALL in read-only kernel text).
+   */
+  noHypercalls?: boolean;
 }
+
+/** KVM_FEATURE_* bits of leaf 0x40000001 EAX that make the guest issue hypercalls. */
+const KVM_HYPERCALL_FEATURES = (1 << 7) | (1 << 11) | (1 << 13) | (1 << 16); // PV_UNHALT, PV_SEND_IPI, PV_SCHED_YIELD, HC_MAP_GPA_RANGE
 
 const LEAF1_ECX_HYPERVISOR = 1 << 31;
 const LEAF1_EDX_HTT = 1 << 28;
@@ -39,6 +47,9 @@ export function filterCpuid(supported: readonly CpuidEntry[], opts: CpuidOptions
         break;
       case 0x40000000:
         Object.assign(e, { eax: Math.max(e.eax, 0x40000001), ...KVM_SIGNATURE });
+        break;
+      case 0x40000001:
+        if (opts.noHypercalls) e.eax = (e.eax & ~KVM_HYPERCALL_FEATURES) >>> 0;
         break;
       case 0x80000008:
         // AMD: number of cores in the package minus one, and the APIC ID bits they need.

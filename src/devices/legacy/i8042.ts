@@ -8,6 +8,8 @@ const STATUS_COMMAND = 4;
 const STATUS_OUTPUT_FULL = 0x01;
 const STATUS_SYSTEM_FLAG = 0x04;
 const STATUS_COMMAND_LAST = 0x08;
+/** Keyboard not inhibited (the "keylock" switch open); Linux warns when it is clear. */
+const STATUS_UNLOCKED = 0x10;
 
 const CMD_READ_COMMAND_BYTE = 0x20;
 const CMD_WRITE_COMMAND_BYTE = 0x60;
@@ -41,7 +43,7 @@ export class I8042 implements BusDevice {
     if (offset === DATA) {
       data[0] = this.output.shift() ?? 0;
     } else if (offset === STATUS_COMMAND) {
-      data[0] = (this.output.length > 0 ? STATUS_OUTPUT_FULL : 0) | STATUS_SYSTEM_FLAG |
+      data[0] = (this.output.length > 0 ? STATUS_OUTPUT_FULL : 0) | STATUS_SYSTEM_FLAG | STATUS_UNLOCKED |
         (this.lastWasCommand ? STATUS_COMMAND_LAST : 0);
     } else {
       data[0] = 0xff;

@@ -24,3 +24,11 @@ test('leaf 0xB describes one thread per core and the x2APIC ID; the KVM signatur
   const sig = out.find((e) => e.function === 0x40000000)!;
   assert.equal(Buffer.from(new Uint32Array([sig.ebx, sig.ecx, sig.edx]).buffer).toString('latin1').replace(/\0+$/, ''), 'KVMKVMKVM');
 });
+
+test('on PVM hosts the hypercall-based KVM features are hidden, the others kept', () => {
+  const pv = leaf(0x40000001, 0, { eax: 0x1ffff });
+  const hidden = filterCpuid([pv], { vcpuIndex: 0, vcpuCount: 1, noHypercalls: true }).find((e) => e.function === 0x40000001)!;
+  assert.equal(hidden.eax, 0x1ffff & ~((1 << 7) | (1 << 11) | (1 << 13) | (1 << 16)));
+  const kept = filterCpuid([pv], { vcpuIndex: 0, vcpuCount: 1 }).find((e) => e.function === 0x40000001)!;
+  assert.equal(kept.eax, 0x1ffff);
+});
