@@ -1,11 +1,13 @@
 // Subcommand dispatch for the `typevisor` CLI.
 import { TypevisorError } from '../base/errors.js';
 import { runCommand } from './run-command.js';
+import { guestCommand } from './guest-command.js';
 
 const USAGE = `Usage: typevisor <command> [options]
 
 Commands:
   run [options] [-- CMD ARGS...]   boot a VM; with CMD, run it in the guest and exit with its status
+  guest build [NAME]               build (or fetch) a guest: default, debian-cloud
 
 Run 'typevisor <command> --help' for a command's options.`;
 
@@ -15,6 +17,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'run':
         return await runCommand(rest);
+      case 'guest':
+        return await guestCommand(rest);
       case undefined:
       case '-h':
       case '--help':

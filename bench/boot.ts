@@ -1,0 +1,74 @@
+// bench:boot — `typevisor run -- true` and time to the guest's init marker, beside QEMU microvm on the same kernel and initramfs.
+import { spawn, execFileSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { ensureDefaultGuest } from '../src/guest/default-guest.js';
+import { median, printResult } from './lib/report.js';
+
+const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
+const QEMU_TIMEOUT_MS = 180_000;
+const root = resolve(import.meta.dirname, '..', '..');
+const typevisor = join(root, 'dist', 'src', 'bin', 'typevisor.js');
+
+interface Timed { totalMs: number; markerMs: number; status: number | null; tail: string }
+
+/** Runs a command, noting when `marker` first appears in its output (stdout and stderr together). */
+function timed(cmd: string, args: string[], marker: RegExp, timeoutMs: number): Promise<Timed> {
+  return new Promise((resolvePromise) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let markerMs = -1;
+    const onData = (d: Buffer): void => {
+      out += d.toString('latin1');
+      if (markerMs < 0 && marker.test(out)) markerMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolvePromise({ totalMs: Number(process.hrtime.bigint() - t0) / 1e6, markerMs, status, tail: out.slice(-600) });
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const guest = await ensureDefaultGuest((l) => console.log(l));
+  const ours: Timed[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    // "Run /init" is the kernel handing over to user space; TYPEVISOR-BEGIN is our init about to run the command.
+    const r = await timed(process.execPath, [typevisor, 'run', '--', 'true'], /TYPEVISOR-BEGIN/, 600_000);
+    if (r.status !== 0) throw new Error(`typevisor run -- true failed (${r.status}): ${r.tail}`);
+    console.log(`typevisor run -- true: init marker ${(r.markerMs / 1000).toFixed(1)} s, exit ${(r.totalMs / 1000).toFixed(1)} s`);
+    ours.push(r);
+  }
+  const result: Record<string, unknown> = {
+    runs: RUNS,
+    typevisor_init_marker_s: median(ours.map((r) => r.markerMs)) / 1000,
+    typevisor_run_true_s: median(ours.map((r) => r.totalMs)) / 1000,
+  };
+  try {
+    execFileSync('qemu-system-x86_64', ['--version'], { stdio: 'ignore' });
+    const q = await timed('qemu-system-x86_64', ['-M', 'microvm', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
+      '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
+      '-kernel', guest.kernel, '-initrd', guest.initrd ?? '', '-append', 'console=ttyS0 reboot=k panic=-1 typevisor.cmd=dHJ1ZQ=='],
+    /TYPEVISOR-BEGIN/, QEMU_TIMEOUT_MS);
+    const lastLine = q.tail.trim().split('\n').filter((l) => /^\[ *\d/.test(l)).at(-1) ?? q.tail.trim().split('\n').at(-1);
+    if (q.markerMs >= 0) {
+      result['qemu_init_marker_s'] = q.markerMs / 1000;
+      result['ratio_init_marker'] = (result['typevisor_init_marker_s'] as number) / (q.markerMs / 1000);
+      console.log(`qemu microvm: init marker ${(q.markerMs / 1000).toFixed(1)} s; ratio typevisor/qemu ${(result['ratio_init_marker'] as number).toFixed(2)}`);
+    } else {
+      const died = /KVM internal error|emulation failure/i.test(q.tail);
+      result['qemu'] = died ? 'died: KVM emulation failure' : 'no init marker';
+      result['qemu_ended_s'] = q.totalMs / 1000;
+      result['qemu_last_kernel_line'] = lastLine;
+      console.log(`qemu microvm: ${result['qemu'] as string} after ${(q.totalMs / 1000).toFixed(1)} s; last kernel line: ${lastLine}`);
+    }
+  } catch {
+    result['qemu'] = 'not installed';
+  }
+  printResult(result);
+}
+
+await main();

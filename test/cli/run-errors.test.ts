@@ -1,0 +1,32 @@
+// `typevisor run` with bad input: one clear message, a non-zero exit, and no VM started.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runCli } from '../helpers/cli.js';
+
+const cases: [string[], number, RegExp][] = [
+  [['run', '--memory', '12Q', '--kernel', '/nonexistent'], 2, /--memory '12Q' is not a size/],
+  [['run', '--bogus'], 2, /Unknown option '--bogus'.*typevisor run --help/],
+  [['run', '--cpus', '0', '--kernel', '/nonexistent'], 2, /--cpus '0' is not a whole number/],
+  [['run', '--cpus', 'two', '--kernel', '/nonexistent'], 2, /--cpus 'two'/],
+  [['run', '--guest', 'windows'], 2, /unknown guest 'windows'/],
+  [['run', '--initrd', 'x.cpio'], 2, /--initrd goes with --kernel/],
+  [['run', '--kernel', '/nonexistent/vmlinux', '--', 'true'], 1, /cannot read the kernel \/nonexistent\/vmlinux: no such file/],
+  [['frobnicate'], 2, /unknown command 'frobnicate'/],
+];
+
+for (const [args, status, message] of cases) {
+  test(`typevisor ${args.join(' ')} → exit ${status}`, async () => {
+    const r = await runCli(args);
+    assert.equal(r.status, status, r.stderr);
+    assert.match(r.stderr, message);
+    assert.equal(r.stdout, '');
+  });
+}
+
+test('--help for every command', async () => {
+  for (const args of [['--help'], ['run', '--help'], ['guest', '--help']]) {
+    const r = await runCli(args);
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, /Usage: typevisor/);
+  }
+});
