@@ -1,7 +1,9 @@
-// Unit tests of the address bus: dispatch by range, overlaps refused, unmapped reads as all ones.
+// Unit tests of the address bus: dispatch by range, overlaps refused, unmapped reads as all ones, removal.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { Bus } from '../../../src/devices/bus/bus.js';
+import { TypevisorError } from '../../../src/base/errors.js';
 import type { BusDevice } from '../../../src/devices/bus-device.js';
 
 function recorder(log: string[], name: string): BusDevice {
@@ -10,6 +12,8 @@ function recorder(log: string[], name: string): BusDevice {
     write: (off, d) => { log.push(`${name} w ${off}=${d[0]}`); },
   };
 }
+const nop: BusDevice = { read: () => undefined, write: () => undefined };
+const isInvalidArgument = (e: unknown): boolean => e instanceof TypevisorError && e.code === 'INVALID_ARGUMENT';
 
 test('dispatches to the device owning the address with the offset from its base', () => {
   const log: string[] = [];
@@ -25,32 +29,66 @@ test('dispatches to the device owning the address with the offset from its base'
   assert.deepEqual(log, ['uart r 5', 'kbd w 4=254', 'rtc w 1=1']);
 });
 
-test('unmapped addresses read as all ones and ignore writes', () => {
+test('unmapped addresses read as all ones (every byte of the access) and ignore writes', () => {
   const bus = new Bus();
   bus.insert(0x100, 4, recorder([], 'x'));
   const d = new Uint8Array(4);
   assert.equal(bus.read(0x104, d), false);
   assert.deepEqual([...d], [0xff, 0xff, 0xff, 0xff]);
+  assert.equal(bus.read(0xff, d), false);
   assert.equal(bus.write(0xff, d), false);
+  assert.equal(new Bus().read(0, d), false);
 });
 
-test('overlapping and empty ranges are refused', () => {
+test('overlapping, empty and out-of-range ranges are refused with INVALID_ARGUMENT; adjacent ones are fine', () => {
   const bus = new Bus();
-  bus.insert(0x100, 0x10, recorder([], 'a'));
-  assert.throws(() => bus.insert(0x10f, 1, recorder([], 'b')), /overlaps/);
-  assert.throws(() => bus.insert(0xf0, 0x11, recorder([], 'b')), /overlaps/);
-  assert.throws(() => bus.insert(0x200, 0, recorder([], 'b')), /bad bus range/);
-  bus.insert(0x110, 1, recorder([], 'c'));
+  bus.insert(0x100, 0x10, nop);
+  assert.throws(() => bus.insert(0x10f, 1, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(0xf0, 0x11, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(0x80, 0x100, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(0x104, 2, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(0x100, 0x10, nop), /overlaps 0x100-0x10f/);
+  assert.throws(() => bus.insert(0x200, 0, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(-1, 1, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(0.5, 1, nop), isInvalidArgument);
+  assert.throws(() => bus.insert(Number.MAX_SAFE_INTEGER, 2, nop), isInvalidArgument);
+  bus.insert(0x110, 1, nop);
+  bus.insert(0xf0, 0x10, nop);
 });
 
-test('lookup stays right with many devices inserted in any order', () => {
+test('remove unmaps exactly the range starting at base, which can then be mapped elsewhere', () => {
   const bus = new Bus();
-  const bases = Array.from({ length: 64 }, (_, i) => i * 16).sort(() => Math.random() - 0.5);
-  for (const b of bases) bus.insert(b, 8, { read: (_o, d) => d.fill(b & 0xff), write: () => undefined });
-  const d = new Uint8Array(1);
-  for (const b of bases) {
-    assert.equal(bus.read(b + 7, d), true);
-    assert.equal(d[0], b & 0xff);
-    assert.equal(bus.read(b + 8, d), false);
-  }
+  const dev = recorder([], 'bar');
+  bus.insert(0x1000, 0x100, dev);
+  bus.insert(0x2000, 0x100, nop);
+  assert.equal(bus.remove(0x1001), undefined);
+  assert.equal(bus.remove(0x3000), undefined);
+  assert.equal(bus.remove(0x1000), dev);
+  assert.equal(bus.read(0x1000, new Uint8Array(1)), false);
+  assert.equal(bus.read(0x2000, new Uint8Array(1)), true);
+  bus.insert(0x1080, 0x100, dev);
+  assert.equal(bus.read(0x117f, new Uint8Array(1)), true);
+});
+
+test('property: lookup agrees with a linear scan for any set of inserted ranges', () => {
+  fc.assert(fc.property(
+    fc.array(fc.tuple(fc.integer({ min: 0, max: 0x1000 }), fc.integer({ min: 1, max: 0x40 })), { maxLength: 40 }),
+    fc.array(fc.integer({ min: 0, max: 0x1100 }), { maxLength: 50 }),
+    (ranges, probes) => {
+      const bus = new Bus();
+      const mapped: { base: number; end: number; id: number }[] = [];
+      ranges.forEach(([base, len], id) => {
+        const overlaps = mapped.some((m) => base < m.end && m.base < base + len);
+        const dev: BusDevice = { read: (off, d) => { d[0] = id; d[1] = off; }, write: () => undefined };
+        if (overlaps) assert.throws(() => bus.insert(base, len, dev), isInvalidArgument);
+        else { bus.insert(base, len, dev); mapped.push({ base, end: base + len, id }); }
+      });
+      for (const addr of probes) {
+        const want = mapped.find((m) => addr >= m.base && addr < m.end);
+        const d = new Uint8Array(2);
+        assert.equal(bus.read(addr, d), want !== undefined);
+        if (want) assert.deepEqual([...d], [want.id, addr - want.base]);
+        else assert.deepEqual([...d], [0xff, 0xff]);
+      }
+    }));
 });
