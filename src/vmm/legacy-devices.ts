@@ -10,8 +10,19 @@ export const COM1_IRQ = 4;
 /** QEMU/Bochs debug console port: a byte written here goes to the console (handy for tiny guests). */
 export const DEBUGCON_PORT = 0xe9;
 
+/** State of the legacy devices, shared by every vCPU thread (any vCPU may touch any port). */
+export interface LegacyDeviceState {
+  serial: SharedArrayBuffer;
+  i8042: SharedArrayBuffer;
+  rtc: SharedArrayBuffer;
+}
+
+export function createLegacyDeviceState(): LegacyDeviceState {
+  return { serial: Serial8250.createState(), i8042: I8042.createState(), rtc: CmosRtc.createState() };
+}
+
 export interface LegacyDeviceOptions {
-  serialState: SharedArrayBuffer;
+  state: LegacyDeviceState;
   onOutput: (byte: number) => void;
   irqLine: (irq: number, level: boolean) => void;
   onReset: () => void;
@@ -20,13 +31,13 @@ export interface LegacyDeviceOptions {
 /** Builds the PIO bus (COM1, i8042, CMOS RTC, debug console) and the (still empty) MMIO bus. */
 export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus; serial: Serial8250 } {
   const pio = new Bus();
-  const serial = new Serial8250(opts.serialState, {
+  const serial = new Serial8250(opts.state.serial, {
     onOutput: opts.onOutput,
     irq: { set: (level) => opts.irqLine(COM1_IRQ, level) },
   });
   pio.insert(COM1_PORT, 8, serial);
-  pio.insert(0x60, 5, new I8042({ onReset: opts.onReset }));
-  pio.insert(0x70, 2, new CmosRtc());
+  pio.insert(0x60, 5, new I8042({ onReset: opts.onReset, state: opts.state.i8042 }));
+  pio.insert(0x70, 2, new CmosRtc({ state: opts.state.rtc }));
   const debugcon: BusDevice = {
     read: (_offset, data) => data.fill(DEBUGCON_PORT),
     write: (_offset, data) => opts.onOutput(data[0]!),

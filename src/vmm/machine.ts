@@ -5,7 +5,7 @@ import { Kvm, VcpuFd, VmFd } from '../kvm/kvm.js';
 import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
-import { Serial8250 } from '../devices/legacy/serial8250.js';
+import { createLegacyDeviceState } from './legacy-devices.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -43,7 +43,7 @@ export class Machine {
   readonly vm: VmFd;
   readonly memory: GuestMemory;
   readonly vcpus: VcpuFd[] = [];
-  readonly serialState = Serial8250.createState();
+  readonly deviceState = createLegacyDeviceState();
   readonly control = new SharedArrayBuffer(4 * CONTROL.SLOTS);
   private readonly regions: MemoryRegion[];
   private readonly memfd: number;
@@ -116,7 +116,7 @@ export class Machine {
       this.vcpus.forEach((vcpu, index) => {
         const data: VcpuWorkerData = {
           index, vcpuFd: vcpu.fd, vmFd: this.vm.fd, mmapSize: this.mmapSize, memoryAddr: this.memoryAddr,
-          memoryBytes: this.memoryBytes, regions: this.regions, serialState: this.serialState, control: this.control,
+          memoryBytes: this.memoryBytes, regions: this.regions, deviceState: this.deviceState, control: this.control,
           kickSignal: KICK_SIGNAL, assist: this.options.assist, xsaveLayout: this.xsaveLayout,
         };
         const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), { workerData: data });

@@ -1,5 +1,6 @@
 // Messages between the VM's main thread and its vCPU worker threads.
 import type { MemoryRegion } from '../memory/guest-memory.js';
+import type { LegacyDeviceState } from './legacy-devices.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 
 /** Why a VM ended, as reported by the vCPU that saw it. */
@@ -15,8 +16,8 @@ export interface VcpuWorkerData {
   memoryAddr: number;
   memoryBytes: number;
   regions: MemoryRegion[];
-  /** Shared state of the UART (all threads touch it). */
-  serialState: SharedArrayBuffer;
+  /** Shared state of the legacy devices (all threads touch them). */
+  deviceState: LegacyDeviceState;
   /** Shared control words, see CONTROL. */
   control: SharedArrayBuffer;
   /** Kick signal: blocked in the worker, unblocked only inside KVM_RUN. */

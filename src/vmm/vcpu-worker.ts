@@ -28,7 +28,7 @@ const end = (reason: ExitReason, detail: string): void => {
 };
 
 const { pio, mmio } = createLegacyDevices({
-  serialState: data.serialState,
+  state: data.deviceState,
   onOutput: (b) => output.push(b),
   irqLine: (irq, level) => vm.irqLine(irq, level),
   onReset: () => end('reset', 'the guest reset the machine (i8042)'),

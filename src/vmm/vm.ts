@@ -49,7 +49,7 @@ export class Vm {
 
   private constructor(private readonly machine: Machine, readonly boot: LinuxBoot) {
     // The main thread's own view of the UART: input goes into the shared FIFO and raises IRQ 4.
-    this.serial = new Serial8250(machine.serialState, {
+    this.serial = new Serial8250(machine.deviceState.serial, {
       onOutput: () => undefined,
       irq: { set: (level) => machine.irqLine(COM1_IRQ, level) },
     });
