@@ -76,11 +76,11 @@ export class CommandConsoleParser {
   }
 }
 
-/** Length of the longest suffix of `text` that is a prefix of the exit marker. */
+/** Length of the longest tail of `text` that is, or may still become, an exit-marker line. */
 function markerPrefixLength(text: string): number {
-  for (let n = Math.min(text.length, EXIT_MARKER.length + 4); n > 0; n--) {
-    const tail = text.slice(text.length - n);
-    if (EXIT_MARKER.startsWith(tail) || (tail.startsWith(EXIT_MARKER) && /^TYPEVISOR-EXIT ?\d*\r?$/.test(tail))) return n;
+  for (let i = 0; i < text.length; i++) {
+    const tail = text.slice(i);
+    if (EXIT_MARKER.startsWith(tail) || /^TYPEVISOR-EXIT \d{0,3}\r?$/.test(tail)) return tail.length;
   }
   return 0;
 }

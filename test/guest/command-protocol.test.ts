@@ -29,14 +29,19 @@ test('output without a final newline still ends at the marker', () => {
   assert.equal(r.status, 0);
 });
 
-test('property: any chunking of the console gives the same result', () => {
-  fc.assert(fc.property(fc.array(fc.nat(CONSOLE.length), { maxLength: 12 }), (cuts) => {
+test('property: any chunking of the console gives the same result, whatever the status', () => {
+  fc.assert(fc.property(fc.array(fc.nat(CONSOLE.length), { maxLength: 12 }), fc.integer({ min: 0, max: 255 }), (cuts, status) => {
+    const console = CONSOLE.replace('TYPEVISOR-EXIT 7', `TYPEVISOR-EXIT ${status}`);
     const points = [...new Set(cuts)].sort((a, b) => a - b);
     const chunks: string[] = [];
     let last = 0;
-    for (const p of points) { chunks.push(CONSOLE.slice(last, p)); last = p; }
-    chunks.push(CONSOLE.slice(last));
-    assert.deepEqual(collect(chunks), collect([CONSOLE]));
+    for (const p of points) { chunks.push(console.slice(last, p)); last = p; }
+    chunks.push(console.slice(last));
+    const whole = collect([console]);
+    assert.equal(whole.status, status);
+    assert.deepEqual(collect(chunks), whole);
+    // Byte by byte, as the UART delivers it.
+    assert.deepEqual(collect([...console]), whole);
   }));
 });
 
