@@ -47,7 +47,8 @@ test('interactive console through a pseudo-terminal: echo hi, then poweroff exit
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
   try {
     await waitFor(/TYPEVISOR-READY/, BOOT_MS - 60_000);
-    await waitFor(/# (\x1b\[6n)?$/, 30_000); // busybox asks for the cursor position after its prompt
+    // busybox asks for the cursor position (ESC [6n) after its prompt
+    await waitFor(new RegExp(`# (${String.fromCharCode(27)}\\[6n)?$`), 30_000);
     child.stdin.write('echo h""i\r');
     await waitFor(/\r\nhi\r\n/, 30_000);
     child.stdin.write('poweroff\r');
