@@ -75,7 +75,7 @@ async function main(): Promise<void> {
   const haveQemu = ensureQemu();
   const result: Record<string, number | string> = { runs: RUNS };
   for (const cpus of [1, 2]) {
-    const ours = await series(process.execPath, [typevisor, 'run', '--kernel', kernel, '--memory', '256M', '--cpus', String(cpus)]);
+    const ours = await series(process.execPath, [typevisor, 'run', '--no-reboot', '--quiet', '--kernel', kernel, '--memory', '256M', '--cpus', String(cpus)]);
     console.log(`${cpus} vCPU  typevisor: marker ${ours.marker.toFixed(1)} ms, exit ${ours.exit.toFixed(1)} ms, peak RSS ${ours.rss.toFixed(1)} MiB`);
     result[`typevisor_${cpus}cpu_marker_ms`] = ours.marker;
     result[`typevisor_${cpus}cpu_exit_ms`] = ours.exit;

@@ -4,11 +4,11 @@ import { TypevisorError } from '../base/errors.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Regs, Sregs } from '../kvm/structs.js';
 import { parseElfKernel, loadElfKernel } from '../arch/x86_64/elf.js';
-import { parseBzImage, loadBzImage } from '../arch/x86_64/bzimage.js';
-import { writeZeroPage } from '../arch/x86_64/zero-page.js';
+import { parseBzImage, loadBzImage, loadRealModeSetup, REAL_MODE_SETUP_SEGMENT, HDR } from '../arch/x86_64/bzimage.js';
+import { buildZeroPage, writeZeroPage } from '../arch/x86_64/zero-page.js';
 import { writePvhStartInfo, pvhBootState } from '../arch/x86_64/pvh.js';
 import { placeInitrd } from '../arch/x86_64/initrd.js';
-import { writeGdt, longModeBootState } from '../arch/x86_64/gdt.js';
+import { writeGdt, longModeBootState, realModeBootState } from '../arch/x86_64/gdt.js';
 import { writeIdentityPageTables } from '../arch/x86_64/page-tables.js';
 import { e820Map, LAYOUT } from '../arch/x86_64/layout.js';
 
@@ -27,6 +27,9 @@ export interface LinuxLoadOptions {
   cmdline: string;
   memoryBytes: number;
 }
+
+/** The real-mode stack, inside the setup segment below the heap end (0xfe00) we announce. */
+const REAL_MODE_STACK = 0xe000;
 
 async function readInput(path: string, what: 'kernel' | 'initrd'): Promise<Uint8Array> {
   try {
@@ -69,6 +72,14 @@ export async function loadLinux(memory: GuestMemory, opts: LinuxLoadOptions): Pr
   const initrd = initrdImage
     ? placeInitrd(memory, initrdImage, { kernelEnd, maxAddr: bz.initrdAddrMax })
     : undefined;
+  if (!bz.has64BitEntry) {
+    // No 64-bit entry (protocol < 2.12 or a 32-bit kernel): run its real-mode setup code, whose
+    // copy of the setup header is the zero page.
+    const setup = loadRealModeSetup(memory, image, bz);
+    const header = buildZeroPage({ cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, setupHeader: bz.setupHeader });
+    memory.write(setup + HDR.SETUP_SECTS, header.subarray(HDR.SETUP_SECTS, HDR.SETUP_SECTS + bz.setupHeader.length));
+    return { protocol: 'linux16', ...realModeBootState(REAL_MODE_SETUP_SEGMENT, REAL_MODE_STACK), cmdline: opts.cmdline, initrd };
+  }
   writeZeroPage(memory, { cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, setupHeader: bz.setupHeader });
   writeGdt(memory);
   writeIdentityPageTables(memory);

@@ -83,3 +83,33 @@ export function longModeBootState(entry: number): { regs: { rip: bigint; rsi: bi
     },
   };
 }
+
+/** A real-mode segment register as the CPU holds it after loading `selector` (base = selector × 16). */
+function realModeSegment(selector: number, code: boolean): Segment {
+  return {
+    base: BigInt(selector * 16), limit: 0xffff, selector, type: code ? 0xb : 0x3, present: 1, dpl: 0, db: 0,
+    s: 1, l: 0, g: 0, avl: 0, unusable: 0,
+  };
+}
+
+/**
+ * The 16-bit Linux boot protocol entry (boot.rst, "Running the kernel"): real mode, CS = setup
+ * segment + 0x20 at IP 0, the other segments = the setup segment, the stack inside the setup heap.
+ */
+export function realModeBootState(setupSegment: number, stackPointer: number): { regs: { rip: bigint; rsp: bigint; rflags: bigint }; sregs: BootSregs } {
+  const data = realModeSegment(setupSegment, false);
+  return {
+    regs: { rip: 0n, rsp: BigInt(stackPointer), rflags: 2n },
+    sregs: {
+      cs: realModeSegment(setupSegment + 0x20, true), ds: data, es: data, fs: data, gs: data, ss: data,
+      tr: { ...realModeSegment(0, true), type: 0xb, s: 0 },
+      ldt: { ...realModeSegment(0, false), type: 2, s: 0 },
+      gdt: { base: 0n, limit: 0xffff },
+      idt: { base: 0n, limit: 0x3ff },
+      cr0: CR0_ET,
+      cr3: 0n,
+      cr4: 0n,
+      efer: 0n,
+    },
+  };
+}
