@@ -36,8 +36,8 @@ async function main(): Promise<void> {
   const guest = await ensureDefaultGuest((l) => console.log(l));
   const ours: Timed[] = [];
   for (let i = 0; i < RUNS; i++) {
-    // "Run /init" is the kernel handing over to user space; TYPEVISOR-BEGIN is our init about to run the command.
-    const r = await timed(process.execPath, [typevisor, 'run', '--', 'true'], /TYPEVISOR-BEGIN/, 600_000);
+    // "Run /init" (in the boot log on stderr) is the kernel handing over to user space.
+    const r = await timed(process.execPath, [typevisor, 'run', '--', 'true'], /Run \/init as init process/, 600_000);
     if (r.status !== 0) throw new Error(`typevisor run -- true failed (${r.status}): ${r.tail}`);
     console.log(`typevisor run -- true: init marker ${(r.markerMs / 1000).toFixed(1)} s, exit ${(r.totalMs / 1000).toFixed(1)} s`);
     ours.push(r);
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     const q = await timed('qemu-system-x86_64', ['-M', 'microvm', '-enable-kvm', '-cpu', 'host,-arch-capabilities', '-m', '256M',
       '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-no-reboot',
       '-kernel', guest.kernel, '-initrd', guest.initrd ?? '', '-append', 'console=ttyS0 reboot=k panic=-1 typevisor.cmd=dHJ1ZQ=='],
-    /TYPEVISOR-BEGIN/, QEMU_TIMEOUT_MS);
+    /Run \/init as init process/, QEMU_TIMEOUT_MS);
     const lastLine = q.tail.trim().split('\n').filter((l) => /^\[ *\d/.test(l)).at(-1) ?? q.tail.trim().split('\n').at(-1);
     if (q.markerMs >= 0) {
       result['qemu_init_marker_s'] = q.markerMs / 1000;
