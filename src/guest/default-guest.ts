@@ -1,10 +1,11 @@
 // The default guest: built (once, cached) by guest/build-default-guest.sh from Debian packages.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TypevisorError } from '../base/errors.js';
 import { fetchDebianCloudKernel } from './debian-cloud-kernel.js';
+import { cacheRoot } from './cache-dir.js';
 
 export interface GuestAssets {
   name: string;
@@ -22,6 +23,7 @@ export type GuestName = (typeof GUEST_NAMES)[number];
 export function ensureDefaultGuest(log: (line: string) => void = () => undefined): Promise<GuestAssets> {
   const script = join(GUEST_DIR, 'build-default-guest.sh');
   if (!existsSync(script)) throw new TypevisorError('GUEST_BUILD_FAILED', `the guest recipe ${script} is missing from this installation`);
+  ensureWritableCache();
   return new Promise((resolve, reject) => {
     const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -43,6 +45,18 @@ export function ensureDefaultGuest(log: (line: string) => void = () => undefined
       resolve({ name: 'default', kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initramfs.cpio') });
     });
   });
+}
+
+/** Fails early, with the fix, when the cache cannot be written (instead of deep inside the build). */
+function ensureWritableCache(): void {
+  const dir = join(cacheRoot(), 'guest');
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new TypevisorError('GUEST_BUILD_FAILED',
+      `cannot write the guest cache ${dir}: ${(e as NodeJS.ErrnoException).code ?? String(e)} — set XDG_CACHE_HOME to a writable directory`, { cause: e });
+  }
 }
 
 export async function guestAssets(name: string, log: (line: string) => void = () => undefined): Promise<GuestAssets> {

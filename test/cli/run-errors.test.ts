@@ -1,7 +1,10 @@
 // `typevisor run` with bad input: one clear message, a non-zero exit, and no VM started.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import { tempDir } from '../helpers/native.js';
 
 const cases: [string[], number, RegExp][] = [
   [['run', '--memory', '12Q', '--kernel', '/nonexistent'], 2, /--memory '12Q' is not a size/],
@@ -29,4 +32,13 @@ test('--help for every command', async () => {
     assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stdout, /Usage: typevisor/);
   }
+});
+
+test('an unwritable cache directory is named with the fix, before any build starts', async () => {
+  // A path below a regular file can never be created, even by root.
+  const file = join(tempDir(), 'not-a-directory');
+  writeFileSync(file, '');
+  const r = await runCli(['run', '--', 'true'], { env: { ...process.env, XDG_CACHE_HOME: file } });
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /cannot write the guest cache .*not-a-directory\/typevisor\/guest: ENOTDIR — set XDG_CACHE_HOME/);
 });
