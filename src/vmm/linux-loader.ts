@@ -28,7 +28,7 @@ export interface LinuxLoadOptions {
   memoryBytes: number;
 }
 
-/** The real-mode stack, inside the setup segment below the heap end (0xfe00) we announce. */
+/** The real-mode stack: 0x200 above the setup heap's end (HEAP_END_PTR, 0xde00), as boot.rst's example lays it out. */
 const REAL_MODE_STACK = 0xe000;
 
 async function readInput(path: string, what: 'kernel' | 'initrd'): Promise<Uint8Array> {

@@ -1,14 +1,18 @@
 // Boot GDT entries (Intel SDM vol. 3 §3.4.5) and the segment/control-register state of each boot entry mode.
+import { TypevisorError } from '../../base/errors.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import type { Segment, Sregs } from '../../kvm/structs.js';
+import type { Regs, Segment, Sregs } from '../../kvm/structs.js';
 import { LAYOUT } from './layout.js';
 
-/** The register state a boot entry sets (KVM's `Sregs` minus what KVM keeps itself). */
+/** The special registers a boot entry sets (KVM's `Sregs` minus what KVM keeps itself). */
 export type BootSregs = Omit<Sregs, 'cr2' | 'cr8' | 'apic_base' | 'interrupt_bitmap'>;
+/** The general registers a boot entry sets; the rest start at zero. */
+export type BootRegs = Partial<Regs>;
 
 /** Encodes a descriptor from its flags (G, D/B, L, AVL, P, DPL, S, type as 0xF0FF-style), base and limit. */
 export function gdtEntry(flags: number, base: number, limit: number): bigint {
-  return (BigInt(base & 0xff000000) << 32n) | (BigInt(flags & 0xf0ff) << 40n) | (BigInt(limit & 0xf0000) << 32n) |
+  // `>>> 0` keeps bases at or above 2 GiB unsigned (JS bitwise results are signed 32-bit).
+  return (BigInt((base & 0xff000000) >>> 0) << 32n) | (BigInt(flags & 0xf0ff) << 40n) | (BigInt(limit & 0xf0000) << 32n) |
     (BigInt(base & 0x00ffffff) << 16n) | BigInt(limit & 0xffff);
 }
 
@@ -23,7 +27,7 @@ export const GDT_ENTRY = {
   TSS: gdtEntry(0x008b, 0, 0x67),
 } as const;
 
-/** The kvm_segment a descriptor loads into a segment register's hidden part. */
+/** The kvm_segment a descriptor loads into a segment register's hidden part (the decoder of `gdtEntry`). */
 export function flatSegment(entry: bigint, selector: number): Segment {
   const b = (shift: bigint, mask: bigint): number => Number((entry >> shift) & mask);
   const limitRaw = b(0n, 0xffffn) | (b(48n, 0xfn) << 16);
@@ -44,7 +48,17 @@ export function flatSegment(entry: bigint, selector: number): Segment {
   };
 }
 
+/** The descriptor that loads `s` (the inverse of `flatSegment`; a granular limit keeps its top 20 bits). */
+export function gdtEntryFromSegment(s: Segment): bigint {
+  const flags = (s.g << 15) | (s.db << 14) | (s.l << 13) | (s.avl << 12) | (s.present << 7) | (s.dpl << 5) | (s.s << 4) | (s.type & 0xf);
+  return gdtEntry(flags, Number(BigInt.asUintN(32, s.base)), s.g ? Math.floor(s.limit / 4096) : s.limit);
+}
+
+/** Writes descriptors from LAYOUT.GDT on, entry i at selector i × 8. */
 export function writeGdtEntries(memory: GuestMemory, entries: readonly bigint[]): void {
+  if (entries.length > LAYOUT.GDT_MAX_ENTRIES) {
+    throw new TypevisorError('INTERNAL', `a boot GDT of ${entries.length} entries would overrun the IDT at 0x${LAYOUT.IDT.toString(16)}`);
+  }
   entries.forEach((e, i) => memory.setU64(LAYOUT.GDT + i * 8, e));
 }
 

@@ -1,25 +1,37 @@
-// The x86-64 guest physical memory map Typevisor builds (PC layout with a 32-bit PCI hole below 4 GiB).
+// The x86-64 guest physical memory map Typevisor builds (PC layout: ACPI 6.5 §15 E820 types, a 32-bit PCI hole below 4 GiB).
 import { TypevisorError } from '../../base/errors.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
-/** Fixed guest-physical addresses of the boot structures (all below the EBDA). */
+/**
+ * Fixed guest-physical addresses of the boot structures. Everything sits below the EBDA in
+ * conventional memory, which Linux reserves for itself early (so the boot data cannot be
+ * overwritten before the kernel has read it) — the same places Firecracker uses.
+ */
 export const LAYOUT = {
+  /** Boot GDT: up to five 8-byte entries (the 64-bit boot uses selectors up to 0x20), then a null IDT after it. */
   GDT: 0x500,
-  IDT: 0x520,
+  GDT_MAX_ENTRIES: 5,
+  IDT: 0x528,
+  /** PVH: struct hvm_start_info, its memory map (up to 157 entries), its module list. */
   PVH_START_INFO: 0x6000,
   PVH_MEMMAP: 0x6040,
   PVH_MODLIST: 0x6f00,
+  /** struct boot_params for the Linux boot protocol. */
   ZERO_PAGE: 0x7000,
+  /** Initial RSP/RBP: grows down through 0x8000-0x8fef, clear of the zero page and page tables. */
   BOOT_STACK: 0x8ff0,
   PML4: 0x9000,
   PDPT: 0xa000,
   /** Four page directories (0xb000-0xefff) map the first 4 GiB with 2 MiB pages. */
   PD: 0xb000,
   CMDLINE: 0x20000,
+  /** Bytes reserved for the command line including its NUL (Linux's COMMAND_LINE_SIZE is 2048). */
   CMDLINE_MAX: 2048,
+  /** The extended BIOS data area: [EBDA, 1 MiB) is reserved like on a PC (VGA hole, option ROMs, BIOS). */
   EBDA: 0x9fc00,
+  /** 1 MiB: where protected-mode kernels are loaded (boot.rst, "loading the rest of the kernel"). */
   HIGH_MEMORY: 0x100000,
   /** RAM below 4 GiB ends here; [3 GiB, 4 GiB) is the hole for PCI MMIO, the IOAPIC and the LAPIC. */
   MMIO_HOLE_START: 3 * GiB,
@@ -28,12 +40,13 @@ export const LAYOUT = {
   LAPIC: 0xfee00000,
 } as const;
 
+/** Below this a stock kernel cannot even decompress itself (init_size alone is tens of MiB). */
 export const MIN_MEMORY = 16 * MiB;
-/** Guest physical addresses stay below 2^46 (and JS numbers exact). */
+/** The highest RAM address (size + the 1 GiB hole) stays below 2^46, the guest physical width we promise. */
 export const MAX_MEMORY = 2 ** 46 - LAYOUT.MMIO_HOLE_END;
 
-/** E820 entry types. */
-export const E820 = { RAM: 1, RESERVED: 2, ACPI: 3 } as const;
+/** E820 entry types (ACPI 6.5 table 15.312, "Address Range Types"). */
+export const E820 = { RAM: 1, RESERVED: 2, ACPI: 3, NVS: 4, UNUSABLE: 5 } as const;
 
 export interface E820Entry {
   addr: number;
@@ -41,12 +54,18 @@ export interface E820Entry {
   type: number;
 }
 
+/** Throws unless `bytes` is a whole number of 4 KiB pages in [MIN_MEMORY, MAX_MEMORY]. */
 export function validateMemorySize(bytes: number): void {
-  if (!Number.isSafeInteger(bytes) || bytes % 4096 !== 0) {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 4096 !== 0) {
     throw new TypevisorError('INVALID_ARGUMENT', `guest memory ${bytes} bytes is not a whole number of 4 KiB pages`);
   }
-  if (bytes < MIN_MEMORY) throw new TypevisorError('INVALID_ARGUMENT', `guest memory must be at least 16 MiB (got ${bytes / MiB} MiB)`);
-  if (bytes > MAX_MEMORY) throw new TypevisorError('MEMORY_TOO_LARGE', `guest memory of ${bytes / GiB} GiB is beyond what Typevisor maps`);
+  if (bytes < MIN_MEMORY) {
+    throw new TypevisorError('INVALID_ARGUMENT', `guest memory must be at least 16 MiB (got ${(bytes / MiB).toFixed(2)} MiB)`);
+  }
+  if (bytes > MAX_MEMORY) {
+    throw new TypevisorError('MEMORY_TOO_LARGE',
+      `guest memory of ${(bytes / GiB).toFixed(0)} GiB is beyond what Typevisor maps (at most ${MAX_MEMORY / GiB} GiB)`);
+  }
 }
 
 /** Guest RAM as regions: one below the PCI hole and, for guests over 3 GiB, the rest from 4 GiB. */
@@ -58,7 +77,7 @@ export function ramRegions(bytes: number): { gpa: number; size: number }[] {
   return regions;
 }
 
-/** The e820 map the guest sees: low RAM, the EBDA/BIOS area reserved, high RAM split around the hole. */
+/** The e820 map the guest sees: low RAM, the EBDA/BIOS area reserved, RAM from 1 MiB split around the hole. */
 export function e820Map(bytes: number): E820Entry[] {
   const regions = ramRegions(bytes);
   const low = regions[0]!.size;

@@ -1,32 +1,50 @@
-// The PVH boot ABI (Xen's arch-x86/hvm/start_info.h, version 1): start_info, memory map, modules; 32-bit entry state.
+// The PVH boot ABI (Xen's public/arch-x86/hvm/start_info.h version 1, docs/misc/pvh.pandoc): start_info, memory map, modules, 32-bit entry state.
+import { TypevisorError } from '../../base/errors.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import type { Regs } from '../../kvm/structs.js';
 import { LAYOUT, type E820Entry } from './layout.js';
-import { flatSegment, writeGdtEntries, GDT_ENTRY, type BootSregs } from './gdt.js';
+import { flatSegment, writeGdtEntries, GDT_ENTRY, type BootRegs, type BootSregs } from './gdt.js';
 
 export const HVM_START_MAGIC = 0x336ec578;
+/**
+ * struct hvm_start_info: u32 magic @0, version @4, flags @8, nr_modules @12; u64 modlist_paddr @16,
+ * cmdline_paddr @24, rsdp_paddr @32, memmap_paddr @40; u32 memmap_entries @48, reserved @52 (56 bytes).
+ */
+export const START_INFO = {
+  MAGIC: 0, VERSION: 4, FLAGS: 8, NR_MODULES: 12, MODLIST_PADDR: 16, CMDLINE_PADDR: 24,
+  RSDP_PADDR: 32, MEMMAP_PADDR: 40, MEMMAP_ENTRIES: 48, SIZE: 56,
+} as const;
+/** struct hvm_memmap_table_entry: u64 addr, u64 size, u32 type (e820 types), u32 reserved. */
 const MEMMAP_ENTRY_SIZE = 24;
+/** struct hvm_modlist_entry: u64 paddr, u64 size, u64 cmdline_paddr, u64 reserved. */
 const MODLIST_ENTRY_SIZE = 32;
+/** The memory map must end before the module list. */
+export const PVH_MEMMAP_MAX = (LAYOUT.PVH_MODLIST - LAYOUT.PVH_MEMMAP) / MEMMAP_ENTRY_SIZE;
 
 export interface PvhOptions {
   cmdlineGpa: number;
   e820: readonly E820Entry[];
+  /** The initrd, passed as the first (only) module, as Linux expects. */
   initrd?: { gpa: number; size: number } | undefined;
+  /** Guest address of the ACPI RSDP; 0/absent makes the kernel scan for it (and find none). */
+  rsdpAddr?: number | undefined;
 }
 
-/** Builds start_info + its memory map + module list as one blob placed at LAYOUT.PVH_START_INFO. */
+/** Builds start_info + its memory map + module list as one blob to place at LAYOUT.PVH_START_INFO. */
 export function buildPvhStartInfo(opts: PvhOptions): Uint8Array {
+  if (opts.e820.length > PVH_MEMMAP_MAX) {
+    throw new TypevisorError('INVALID_ARGUMENT', `the memory map has ${opts.e820.length} entries; PVH start_info holds ${PVH_MEMMAP_MAX}`);
+  }
   const blob = new Uint8Array(LAYOUT.PVH_MODLIST + MODLIST_ENTRY_SIZE - LAYOUT.PVH_START_INFO);
   const v = new DataView(blob.buffer);
   const at = (gpa: number): number => gpa - LAYOUT.PVH_START_INFO;
-  v.setUint32(0, HVM_START_MAGIC, true);
-  v.setUint32(4, 1, true); // version 1: has the memory map
-  v.setUint32(12, opts.initrd ? 1 : 0, true); // nr_modules
-  v.setBigUint64(16, BigInt(opts.initrd ? LAYOUT.PVH_MODLIST : 0), true);
-  v.setBigUint64(24, BigInt(opts.cmdlineGpa), true);
-  v.setBigUint64(32, 0n, true); // rsdp_paddr: no ACPI yet
-  v.setBigUint64(40, BigInt(LAYOUT.PVH_MEMMAP), true);
-  v.setUint32(48, opts.e820.length, true);
+  v.setUint32(START_INFO.MAGIC, HVM_START_MAGIC, true);
+  v.setUint32(START_INFO.VERSION, 1, true); // version 1: has memmap_paddr/memmap_entries
+  v.setUint32(START_INFO.NR_MODULES, opts.initrd ? 1 : 0, true);
+  v.setBigUint64(START_INFO.MODLIST_PADDR, BigInt(opts.initrd ? LAYOUT.PVH_MODLIST : 0), true);
+  v.setBigUint64(START_INFO.CMDLINE_PADDR, BigInt(opts.cmdlineGpa), true);
+  v.setBigUint64(START_INFO.RSDP_PADDR, BigInt(opts.rsdpAddr ?? 0), true);
+  v.setBigUint64(START_INFO.MEMMAP_PADDR, BigInt(LAYOUT.PVH_MEMMAP), true);
+  v.setUint32(START_INFO.MEMMAP_ENTRIES, opts.e820.length, true);
   opts.e820.forEach((e, i) => {
     const o = at(LAYOUT.PVH_MEMMAP) + i * MEMMAP_ENTRY_SIZE;
     v.setBigUint64(o, BigInt(e.addr), true);
@@ -41,13 +59,21 @@ export function buildPvhStartInfo(opts: PvhOptions): Uint8Array {
   return blob;
 }
 
+/** Writes start_info and its tables; returns the start_info address (EBX at the entry). */
 export function writePvhStartInfo(memory: GuestMemory, opts: PvhOptions): number {
   memory.write(LAYOUT.PVH_START_INFO, buildPvhStartInfo(opts));
   return LAYOUT.PVH_START_INFO;
 }
 
-/** PVH entry: 32-bit protected mode, paging off, flat CS/DS/ES/SS, EBX = start_info. */
-export function pvhBootState(memory: GuestMemory, entry: number, startInfo: number): { regs: Partial<Regs>; sregs: BootSregs } {
+const CR0_PE = 0x1n;
+const CR0_ET = 0x10n;
+
+/**
+ * PVH entry (pvh.pandoc): 32-bit protected mode, paging off, CS flat 32-bit code, DS/ES/SS flat
+ * data, TR a 32-bit TSS, EBX = start_info, EFLAGS with IF and VM clear. Writes the GDT those
+ * selectors name: [null, code32 0x08, data 0x10, tss 0x18].
+ */
+export function pvhBootState(memory: GuestMemory, entry: number, startInfo: number): { regs: BootRegs; sregs: BootSregs } {
   writeGdtEntries(memory, [0n, GDT_ENTRY.CODE32, GDT_ENTRY.DATA, GDT_ENTRY.TSS]);
   const code = flatSegment(GDT_ENTRY.CODE32, 0x08);
   const data = flatSegment(GDT_ENTRY.DATA, 0x10);
@@ -59,7 +85,7 @@ export function pvhBootState(memory: GuestMemory, entry: number, startInfo: numb
       ldt: { ...data, selector: 0, type: 2, s: 0, unusable: 1 },
       gdt: { base: BigInt(LAYOUT.GDT), limit: 4 * 8 - 1 },
       idt: { base: 0n, limit: 0 },
-      cr0: 0x11n, // PE | ET
+      cr0: CR0_PE | CR0_ET,
       cr3: 0n,
       cr4: 0n,
       efer: 0n,
