@@ -75,7 +75,7 @@ export interface Serial8250Options {
  * that refills it instantly. From the guest's view that is a line delivering bytes as fast as it
  * reads them, so trigger levels and character timeouts (IIR 0x0C) are not modelled: RX data
  * interrupts as soon as a byte is there, which Linux handles identically. Clearing the RX FIFO
- * through FCR therefore drops nothing: any bytes behind it would have arrived right after.
+ * through FCR therefore drops nothing; the bytes behind it would have arrived right after.
  */
 export class Serial8250 implements BusDevice {
   private readonly s: Int32Array;
