@@ -29,7 +29,7 @@ export interface LegacyDeviceOptions {
 }
 
 /** Builds the PIO bus (COM1, i8042, CMOS RTC, debug console) and the (still empty) MMIO bus. */
-export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus; serial: Serial8250 } {
+export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus } {
   const pio = new Bus();
   const serial = new Serial8250(opts.state.serial, {
     onOutput: opts.onOutput,
@@ -43,5 +43,5 @@ export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio
     write: (_offset, data) => opts.onOutput(data[0]!),
   };
   pio.insert(DEBUGCON_PORT, 1, debugcon);
-  return { pio, mmio: new Bus(), serial };
+  return { pio, mmio: new Bus() };
 }
