@@ -93,7 +93,8 @@ make -s -C "$ksrc" -j"$jobs" vmlinux KBUILD_BUILD_HOST=typevisor KBUILD_BUILD_US
 kernel_seconds=$(($(date +%s) - kstart))
 kver=$(make -s -C "$ksrc" kernelrelease)
 
-bbver=$(/bin/busybox | head -1 | awk '{print $2}')
+# awk reads to the end: `busybox | head -1` can die of SIGPIPE under pipefail.
+bbver=$(/bin/busybox 2>&1 | awk 'NR == 1 { print $2 }')
 step "building the initramfs (busybox $bbver)"
 root="$work/initramfs"
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,root,etc}

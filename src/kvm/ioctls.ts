@@ -55,6 +55,8 @@ export const KVM = {
   SET_GUEST_DEBUG: iow(0x9b, 72),
   GET_VCPU_EVENTS: ior(0x9f, 64),
   SET_VCPU_EVENTS: iow(0xa0, 64),
+  GET_DEBUGREGS: ior(0xa1, 128),
+  SET_DEBUGREGS: iow(0xa2, 128),
   SET_TSC_KHZ: io(0xa2),
   GET_TSC_KHZ: io(0xa3),
   GET_XSAVE: ior(0xa4, 4096),

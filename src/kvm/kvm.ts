@@ -254,6 +254,32 @@ export class VcpuFd {
     this.runPage[1] = on ? 1 : 0;
   }
 
+  /**
+   * Lets KVM finish what the last exit left pending (the data of a port or MMIO read goes into the
+   * guest's registers only on the next KVM_RUN) without running guest code: KVM_RUN with
+   * immediate_exit set returns at once, after completing it. Needed before saving vCPU state.
+   */
+  completePendingIo(): void {
+    this.immediateExit = true;
+    try {
+      const r = libc.ioctlRaw(this.fd, KVM.RUN, 0);
+      if (r < 0 && -r !== libc.EINTR && -r !== libc.EAGAIN) throw libc.syscallError('KVM_RUN', -r);
+    } finally {
+      this.immediateExit = false;
+    }
+  }
+
+  /** struct kvm_debugregs (db[4], dr6, dr7, flags, reserved) as its raw 128 bytes. */
+  getDebugRegs(): Uint8Array {
+    const buf = new Uint8Array(128);
+    libc.ioctl(this.fd, KVM.GET_DEBUGREGS, buf, 'KVM_GET_DEBUGREGS');
+    return buf;
+  }
+
+  setDebugRegs(state: Uint8Array): void {
+    libc.ioctl(this.fd, KVM.SET_DEBUGREGS, state, 'KVM_SET_DEBUGREGS');
+  }
+
   getRegs(): Regs {
     const buf = new Uint8Array(144);
     libc.ioctl(this.fd, KVM.GET_REGS, buf, 'KVM_GET_REGS');

@@ -16,6 +16,7 @@ export const LAYOUT = {
   kvm_xcrs: { size: 392, nr_xcrs: 0, flags: 4, xcrs: 8 },
   kvm_vcpu_events: { size: 64, exception: 0, interrupt: 8, nmi: 12, sipi_vector: 16, flags: 20, smi: 24, exception_has_payload: 55, exception_payload: 56 },
   kvm_mp_state: { size: 4 },
+  kvm_debugregs: { size: 128, db: 0, dr6: 32, dr7: 40, flags: 48 },
   kvm_userspace_memory_region: { size: 32, slot: 0, flags: 4, guest_phys_addr: 8, memory_size: 16, userspace_addr: 24 },
   kvm_pit_config: { size: 64, flags: 0 },
   kvm_irq_level: { size: 8, irq: 0, level: 4 },

@@ -1,15 +1,16 @@
 // The guest kernel command line Typevisor passes: its defaults, PVM-host additions, the user's part.
 
-/** What every guest gets: console on COM1, reset through the i8042, no waiting on a panic. */
+/**
+ * What every guest gets: console on COM1, no waiting on a panic. Power-off and reset go through
+ * the ACPI registers of our FADT (Linux falls back to the i8042 for a reset by itself).
+ */
 const DEFAULTS = [
   'console=ttyS0',
-  'reboot=k',
   'panic=-1',
   'i8042.noaux',
   'i8042.nomux',
   'i8042.dumbkbd',
-  // No ACPI tables or PCI devices yet: skip probing them (each probe is emulated time on PVM).
-  'acpi=off',
+  // No PCI devices yet: skip probing the bus (each probe is emulated time on PVM).
   'pci=off',
 ];
 

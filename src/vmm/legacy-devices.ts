@@ -3,7 +3,9 @@ import { Bus } from '../devices/bus/bus.js';
 import { Serial8250 } from '../devices/legacy/serial8250.js';
 import { I8042 } from '../devices/legacy/i8042.js';
 import { CmosRtc } from '../devices/legacy/cmos-rtc.js';
+import { AcpiPowerManagement, ACPI_PM } from '../devices/acpi/power-management.js';
 import type { BusDevice } from '../devices/bus-device.js';
+import { PLATFORM } from '../arch/x86_64/layout.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_IRQ = 4;
@@ -25,10 +27,11 @@ export interface LegacyDeviceOptions {
   state: LegacyDeviceState;
   onOutput: (byte: number) => void;
   irqLine: (irq: number, level: boolean) => void;
-  onReset: () => void;
+  onReset: (how: string) => void;
+  onPowerOff: () => void;
 }
 
-/** Builds the PIO bus (COM1, i8042, CMOS RTC, debug console) and the (still empty) MMIO bus. */
+/** Builds the PIO bus (COM1, i8042, CMOS RTC, ACPI power management, debug console) and the (still empty) MMIO bus. */
 export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus } {
   const pio = new Bus();
   const serial = new Serial8250(opts.state.serial, {
@@ -36,8 +39,14 @@ export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio
     irq: { set: (level) => opts.irqLine(COM1_IRQ, level) },
   });
   pio.insert(COM1_PORT, 8, serial);
-  pio.insert(0x60, 5, new I8042({ onReset: opts.onReset, state: opts.state.i8042 }));
+  pio.insert(0x60, 5, new I8042({ onReset: () => opts.onReset('i8042'), state: opts.state.i8042 }));
   pio.insert(0x70, 2, new CmosRtc({ state: opts.state.rtc }));
+  pio.insert(PLATFORM.ACPI_SLEEP_CONTROL_PORT, ACPI_PM.PORTS, new AcpiPowerManagement({
+    s5SleepType: PLATFORM.S5_SLEEP_TYPE,
+    resetValue: PLATFORM.ACPI_RESET_VALUE,
+    onPowerOff: opts.onPowerOff,
+    onReset: () => opts.onReset('ACPI reset register'),
+  }));
   const debugcon: BusDevice = {
     read: (_offset, data) => data.fill(DEBUGCON_PORT),
     write: (_offset, data) => opts.onOutput(data[0]!),

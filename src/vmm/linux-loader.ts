@@ -11,6 +11,7 @@ import { placeInitrd } from '../arch/x86_64/initrd.js';
 import { writeGdt, longModeBootState, realModeBootState } from '../arch/x86_64/gdt.js';
 import { writeIdentityPageTables } from '../arch/x86_64/page-tables.js';
 import { e820Map, LAYOUT } from '../arch/x86_64/layout.js';
+import { writeAcpiTables } from '../arch/x86_64/acpi-tables.js';
 
 /** How the kernel was entered, and the register state its first vCPU starts with. */
 export interface LinuxBoot {
@@ -26,6 +27,7 @@ export interface LinuxLoadOptions {
   initrd?: string | undefined;
   cmdline: string;
   memoryBytes: number;
+  vcpus: number;
 }
 
 /** The real-mode stack: 0x200 above the setup heap's end (HEAP_END_PTR, 0xde00), as boot.rst's example lays it out. */
@@ -52,16 +54,17 @@ export async function loadLinux(memory: GuestMemory, opts: LinuxLoadOptions): Pr
   }
   memory.write(LAYOUT.CMDLINE, cmdline);
   const e820 = e820Map(opts.memoryBytes);
+  const rsdpAddr = writeAcpiTables(memory, { vcpus: opts.vcpus, memoryBytes: opts.memoryBytes });
 
   if (isElf) {
     const elf = parseElfKernel(image, opts.kernel);
     const kernelEnd = loadElfKernel(memory, image, elf);
     const initrd = initrdImage ? placeInitrd(memory, initrdImage, { kernelEnd, maxAddr: 0xffffffff }) : undefined;
     if (elf.pvhEntry !== undefined) {
-      const startInfo = writePvhStartInfo(memory, { cmdlineGpa: LAYOUT.CMDLINE, e820, initrd });
+      const startInfo = writePvhStartInfo(memory, { cmdlineGpa: LAYOUT.CMDLINE, e820, initrd, rsdpAddr });
       return { protocol: 'pvh', ...pvhBootState(memory, elf.pvhEntry, startInfo), cmdline: opts.cmdline, initrd };
     }
-    writeZeroPage(memory, { cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd });
+    writeZeroPage(memory, { cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, rsdpAddr });
     writeGdt(memory);
     writeIdentityPageTables(memory);
     return { protocol: 'linux64', ...longModeBootState(elf.entry), cmdline: opts.cmdline, initrd };
@@ -76,11 +79,11 @@ export async function loadLinux(memory: GuestMemory, opts: LinuxLoadOptions): Pr
     // No 64-bit entry (protocol < 2.12 or a 32-bit kernel): run its real-mode setup code, whose
     // copy of the setup header is the zero page.
     const setup = loadRealModeSetup(memory, image, bz);
-    const header = buildZeroPage({ cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, setupHeader: bz.setupHeader });
+    const header = buildZeroPage({ cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, rsdpAddr, setupHeader: bz.setupHeader });
     memory.write(setup + HDR.SETUP_SECTS, header.subarray(HDR.SETUP_SECTS, HDR.SETUP_SECTS + bz.setupHeader.length));
     return { protocol: 'linux16', ...realModeBootState(REAL_MODE_SETUP_SEGMENT, REAL_MODE_STACK), cmdline: opts.cmdline, initrd };
   }
-  writeZeroPage(memory, { cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, setupHeader: bz.setupHeader });
+  writeZeroPage(memory, { cmdlineGpa: LAYOUT.CMDLINE, cmdlineSize: cmdline.length - 1, e820, initrd, rsdpAddr, setupHeader: bz.setupHeader });
   writeGdt(memory);
   writeIdentityPageTables(memory);
   return { protocol: 'linux64', ...longModeBootState(bz.entry64), cmdline: opts.cmdline, initrd };

@@ -112,7 +112,7 @@ export class Machine {
     const control = new Int32Array(this.control);
     this.exitResult = new Promise<MachineExit>((resolve) => {
       let first: MachineExit | undefined;
-      let running = this.vcpus.length;
+      this.running = this.vcpus.length;
       this.vcpus.forEach((vcpu, index) => {
         const data: VcpuWorkerData = {
           index, vcpuFd: vcpu.fd, vmFd: this.vm.fd, mmapSize: this.mmapSize, memoryAddr: this.memoryAddr,
@@ -135,7 +135,7 @@ export class Machine {
         });
         worker.on('error', (e) => finish({ reason: 'crash', detail: `vCPU ${index} thread failed: ${e.message}`, vcpu: index }));
         worker.on('exit', () => {
-          if (--running === 0) resolve(first ?? { reason: 'stopped', detail: 'stopped', vcpu: 0 });
+          if (--this.running === 0) resolve(first ?? { reason: 'stopped', detail: 'stopped', vcpu: 0 });
         });
         this.workers.push(worker);
       });
@@ -151,8 +151,55 @@ export class Machine {
 
   /** Asks every vCPU to leave KVM_RUN and its loop; the start() promise then resolves. */
   stop(): void {
-    Atomics.store(new Int32Array(this.control), CONTROL.STOP, 1);
+    const control = new Int32Array(this.control);
+    Atomics.store(control, CONTROL.STOP, 1);
+    Atomics.notify(control, CONTROL.PAUSE);
     this.kickAll();
+  }
+
+  /** vCPU workers still running (not yet exited). */
+  private running = 0;
+  /** kvmclock when the VM was paused: put back on resume, so the guest's clock skips the pause. */
+  private pausedClock: bigint | undefined;
+
+  /**
+   * Parks every vCPU outside KVM_RUN (a halted one too: the kick interrupts its wait) and freezes
+   * kvmclock. Resolves once all are parked; their state can then be read and written.
+   */
+  async pause(timeoutMs = 5000): Promise<void> {
+    if (!this.exitResult || this.closed) throw new TypevisorError('VM_STATE', 'the VM is not running');
+    const control = new Int32Array(this.control);
+    Atomics.store(control, CONTROL.PAUSE, 1);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      this.kickAll();
+      const parked = Atomics.load(control, CONTROL.PAUSED);
+      if (parked >= this.running) break;
+      if (Date.now() > deadline) {
+        this.resume();
+        throw new TypevisorError('VM_STATE', `only ${parked} of ${this.running} vCPUs stopped within ${timeoutMs} ms; the VM was left running`);
+      }
+      // Wakes when a vCPU parks; the short timeout re-kicks a thread that had not yet said 'ready'.
+      const wait = Atomics.waitAsync(control, CONTROL.PAUSED, parked, 50);
+      if (wait.async) await wait.value;
+    }
+    this.pausedClock = this.vm.getClock().clock;
+  }
+
+  /** Lets the parked vCPUs run again, with kvmclock where pause() found it. */
+  resume(): void {
+    if (this.pausedClock !== undefined) {
+      this.vm.setClock(this.pausedClock);
+      this.pausedClock = undefined;
+    }
+    const control = new Int32Array(this.control);
+    Atomics.store(control, CONTROL.PAUSE, 0);
+    Atomics.notify(control, CONTROL.PAUSE);
+  }
+
+  /** How many vCPUs are parked right now. */
+  get parkedCount(): number {
+    return Atomics.load(new Int32Array(this.control), CONTROL.PAUSED);
   }
 
   /** Interrupts KVM_RUN on every vCPU thread that has reported its thread id. */

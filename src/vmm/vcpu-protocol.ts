@@ -38,6 +38,10 @@ export const CONTROL = {
   EXITS: 2,
   /** Generation counter of state-dump requests; each vCPU answers every new one once. */
   DUMP: 3,
+  /** Non-zero: every vCPU should park outside KVM_RUN until it is zero again. */
+  PAUSE: 4,
+  /** How many vCPUs are parked (each adds itself when it parks and removes itself on resume). */
+  PAUSED: 5,
   SLOTS: 8,
 } as const;
 

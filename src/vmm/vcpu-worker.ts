@@ -31,7 +31,8 @@ const { pio, mmio } = createLegacyDevices({
   state: data.deviceState,
   onOutput: (b) => output.push(b),
   irqLine: (irq, level) => vm.irqLine(irq, level),
-  onReset: () => end('reset', 'the guest reset the machine (i8042)'),
+  onReset: (how) => end('reset', `the guest reset the machine (${how})`),
+  onPowerOff: () => end('poweroff', 'the guest powered off (ACPI S5)'),
 });
 const assist = data.assist ? new VcpuAssist(vcpu, memory, data.xsaveLayout) : undefined;
 
@@ -99,9 +100,30 @@ function flushOutput(): void {
   }
 }
 
+/**
+ * Parks this vCPU while the host has it paused: first lets KVM complete the last exit's I/O so that
+ * the registers are whole (state can be saved), then sleeps on the PAUSE word until it is cleared
+ * (or the VM stops).
+ */
+function park(): void {
+  vcpu.completePendingIo();
+  libc.drainSignals([data.kickSignal]);
+  Atomics.add(control, CONTROL.PAUSED, 1);
+  Atomics.notify(control, CONTROL.PAUSED);
+  while (Atomics.load(control, CONTROL.PAUSE) !== 0 && Atomics.load(control, CONTROL.STOP) === 0) {
+    Atomics.wait(control, CONTROL.PAUSE, 1, 1000);
+  }
+  Atomics.sub(control, CONTROL.PAUSED, 1);
+  Atomics.notify(control, CONTROL.PAUSED);
+}
+
 let dumpsAnswered = 0;
 try {
   while (ended === undefined && Atomics.load(control, CONTROL.STOP) === 0) {
+    if (Atomics.load(control, CONTROL.PAUSE) !== 0) {
+      park();
+      continue;
+    }
     const exit = vcpu.run();
     if (exit === 'interrupted') {
       libc.drainSignals([data.kickSignal]);

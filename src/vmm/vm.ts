@@ -8,8 +8,9 @@ import { Machine, type MachineExit } from './machine.js';
 import { loadLinux, type LinuxBoot } from './linux-loader.js';
 import { guestCommandLine } from './command-line.js';
 import { setupVcpuForBoot } from './vcpu-setup.js';
-import { ramRegions } from '../arch/x86_64/layout.js';
+import { PLATFORM, ramRegions } from '../arch/x86_64/layout.js';
 import { COM1_IRQ } from './legacy-devices.js';
+import { readableMsrs, restoreVcpuState, saveVcpuState, type VcpuState } from './vcpu-state.js';
 
 export interface VmOptions {
   /** Path of the guest kernel: an ELF vmlinux (PVH entry preferred) or a bzImage. */
@@ -35,7 +36,7 @@ export interface VmMetrics {
   assists: Record<string, number>;
 }
 
-type VmState = 'created' | 'running' | 'exited';
+type VmState = 'created' | 'running' | 'paused' | 'exited';
 
 export class Vm {
   /** The guest's serial console: read guest output, write guest input. */
@@ -67,6 +68,7 @@ export class Vm {
     const vcpus = options.vcpus ?? 1;
     const memoryMib = options.memoryMib ?? 256;
     check(Number.isInteger(vcpus) && vcpus >= 1, `vCPU count must be a whole number ≥ 1 (got ${vcpus})`);
+    check(vcpus <= PLATFORM.MAX_VCPUS, `a VM can have at most ${PLATFORM.MAX_VCPUS} vCPUs (asked for ${vcpus}) — use fewer (--cpus)`);
     check(Number.isInteger(memoryMib) && memoryMib >= 16, `memory must be at least 16 MiB (got ${memoryMib} MiB)`);
     const hostMib = Math.floor(totalmem() / 2 ** 20);
     if (memoryMib > hostMib) {
@@ -78,7 +80,7 @@ export class Vm {
     const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm });
     try {
       const cmdline = guestCommandLine({ user: options.cmdline, pvm });
-      const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes });
+      const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
       machine.vcpus.forEach((vcpu, index) => setupVcpuForBoot(machine, vcpu, index, boot));
       return new Vm(machine, boot);
     } catch (e) {
@@ -121,6 +123,60 @@ export class Vm {
       this.poweredOff = true;
       this.machine.stop();
     }
+  }
+
+  /**
+   * Stops every vCPU (a halted one too) and keeps it stopped until resume(); the guest's kvmclock
+   * does not advance meanwhile. Resolves once all vCPUs are stopped.
+   */
+  async pause(): Promise<void> {
+    if (this.state !== 'running') throw new TypevisorError('VM_STATE', `cannot pause a VM that is ${this.state}`);
+    this.state = 'paused';
+    try {
+      await this.machine.pause();
+    } catch (e) {
+      if (this.state === 'paused') this.state = 'running';
+      throw e;
+    }
+  }
+
+  /** Lets a paused VM run again. */
+  resume(): void {
+    if (this.state !== 'paused') throw new TypevisorError('VM_STATE', `cannot resume a VM that is ${this.state} (only a paused one)`);
+    this.machine.resume();
+    this.state = 'running';
+  }
+
+  /** Presses the ACPI power button: a guest that handles it shuts down cleanly (graceful stop). */
+  powerButton(): void {
+    if (this.state !== 'running') throw new TypevisorError('VM_STATE', `cannot press the power button of a VM that is ${this.state}`);
+    // The GED's interrupt is edge-triggered: a pulse is one press.
+    this.machine.irqLine(PLATFORM.GED_GSI, true);
+    this.machine.irqLine(PLATFORM.GED_GSI, false);
+  }
+
+  private msrIndices: number[] | undefined;
+
+  /** Every vCPU's full state as plain data. Only while paused. */
+  saveVcpuStates(): VcpuState[] {
+    if (this.state !== 'paused') throw new TypevisorError('VM_STATE', `vCPU state can be saved only while the VM is paused (it is ${this.state})`);
+    this.msrIndices ??= readableMsrs(this.machine.kvm, this.machine.vcpus[0]!);
+    const indices = this.msrIndices;
+    return this.machine.vcpus.map((v) => saveVcpuState(v, indices));
+  }
+
+  /** Puts back states from saveVcpuStates() (one per vCPU). Only while paused. */
+  restoreVcpuStates(states: readonly VcpuState[]): void {
+    if (this.state !== 'paused') throw new TypevisorError('VM_STATE', `vCPU state can be restored only while the VM is paused (it is ${this.state})`);
+    if (states.length !== this.machine.vcpus.length) {
+      throw new TypevisorError('INVALID_ARGUMENT', `${states.length} vCPU states given for a VM with ${this.machine.vcpus.length} vCPUs`);
+    }
+    this.machine.vcpus.forEach((v, i) => restoreVcpuState(v, states[i]!));
+  }
+
+  /** 'created', 'running', 'paused' or 'exited'. */
+  get status(): VmState {
+    return this.state;
   }
 
   /** Resolves once the VM has ended and its resources are released. */

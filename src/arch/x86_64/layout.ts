@@ -31,14 +31,49 @@ export const LAYOUT = {
   CMDLINE_MAX: 2048,
   /** The extended BIOS data area: [EBDA, 1 MiB) is reserved like on a PC (VGA hole, option ROMs, BIOS). */
   EBDA: 0x9fc00,
+  /**
+   * ACPI tables: the RSDP at the start of the BIOS area Linux scans for it (0xE0000-0xFFFFF),
+   * the other tables after it, all inside the reserved range below 1 MiB.
+   */
+  ACPI_TABLES: 0xe0000,
+  ACPI_TABLES_END: 0x100000,
   /** 1 MiB: where protected-mode kernels are loaded (boot.rst, "loading the rest of the kernel"). */
   HIGH_MEMORY: 0x100000,
   /** RAM below 4 GiB ends here; [3 GiB, 4 GiB) is the hole for PCI MMIO, the IOAPIC and the LAPIC. */
   MMIO_HOLE_START: 3 * GiB,
   MMIO_HOLE_END: 4 * GiB,
+  /** PCI: 32-bit BARs go in [PCI_MMIO32, ECAM); ECAM (MCFG) covers bus 0 only; 64-bit BARs above RAM. */
+  PCI_MMIO32: 0xc0000000,
+  PCI_ECAM: 0xe0000000,
+  PCI_ECAM_SIZE: 0x100000,
   IOAPIC: 0xfec00000,
   LAPIC: 0xfee00000,
 } as const;
+
+/** I/O ports and interrupt lines of the platform devices the ACPI tables describe. */
+export const PLATFORM = {
+  /** Hardware-reduced ACPI sleep control / status registers and the reset register (one byte each). */
+  ACPI_SLEEP_CONTROL_PORT: 0x600,
+  ACPI_SLEEP_STATUS_PORT: 0x601,
+  ACPI_RESET_PORT: 0x602,
+  ACPI_RESET_VALUE: 0x01,
+  /** SLP_TYP the DSDT's \_S5 gives: written with SLP_EN to the sleep control register to power off. */
+  S5_SLEEP_TYPE: 5,
+  /** The Generic Event Device's interrupt (an IOAPIC pin above the ISA range, edge, active high). */
+  GED_GSI: 16,
+  IOAPIC_PINS: 24,
+  /** xAPIC MADT entries hold 8-bit APIC IDs and 0xFF is the broadcast ID. */
+  MAX_VCPUS: 254,
+} as const;
+
+/** Where 64-bit PCI BARs go: from the first 1 GiB boundary above RAM, 64 GiB, inside the 46-bit physical space. */
+export function pciMmio64Window(memoryBytes: number): { base: number; size: number } {
+  const regions = ramRegions(memoryBytes);
+  const last = regions[regions.length - 1]!;
+  const end = Math.max(last.gpa + last.size, LAYOUT.MMIO_HOLE_END);
+  const base = Math.ceil(end / GiB) * GiB;
+  return { base, size: Math.min(64 * GiB, 2 ** 46 - base) };
+}
 
 /** Below this a stock kernel cannot even decompress itself (init_size alone is tens of MiB). */
 export const MIN_MEMORY = 16 * MiB;
@@ -86,6 +121,8 @@ export function e820Map(bytes: number): E820Entry[] {
     { addr: LAYOUT.EBDA, size: LAYOUT.HIGH_MEMORY - LAYOUT.EBDA, type: E820.RESERVED },
     { addr: LAYOUT.HIGH_MEMORY, size: low - LAYOUT.HIGH_MEMORY, type: E820.RAM },
   ];
+  // The ECAM window is reserved, as Linux wants MCFG regions to be (or it falls back to port I/O).
+  map.push({ addr: LAYOUT.PCI_ECAM, size: LAYOUT.PCI_ECAM_SIZE, type: E820.RESERVED });
   if (regions[1]) map.push({ addr: regions[1].gpa, size: regions[1].size, type: E820.RAM });
   return map;
 }

@@ -14,7 +14,7 @@ test('start_info golden bytes: magic, version 1, module list, command line, RSDP
   assert.equal(hex(blob.subarray(0, 56)),
     '78c56e33' + '01000000' + '00000000' + '01000000' + // magic, version, flags, nr_modules
     '006f000000000000' + '0000020000000000' + '00000e0000000000' + '4060000000000000' + // modlist, cmdline, rsdp, memmap
-    '03000000' + '00000000'); // memmap_entries, reserved
+    '04000000' + '00000000'); // memmap_entries (RAM, EBDA..1 MiB, RAM, ECAM), reserved
   const mm = LAYOUT.PVH_MEMMAP - LAYOUT.PVH_START_INFO;
   assert.equal(hex(blob.subarray(mm + 24, mm + 48)), '00fc090000000000' + '0004060000000000' + '02000000' + '00000000');
   const mod = LAYOUT.PVH_MODLIST - LAYOUT.PVH_START_INFO;

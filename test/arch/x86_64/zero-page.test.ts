@@ -31,11 +31,11 @@ test('synthesized header (ELF kernels): magic, version, loader, flags, command l
   assert.equal(v.getUint32(0x21c, true), 0x1234);
   assert.equal(v.getUint32(0xc0, true), 0);
   assert.equal(v.getBigUint64(0x70, true), 0n);
-  assert.equal(bp[0x1e8], 3);
+  assert.equal(bp[0x1e8], 4);
   assert.equal(hex(bp.subarray(0x2d0, 0x2d0 + 64)),
     '0000000000000000' + '00fc090000000000' + '01000000' +
     '00fc090000000000' + '0004060000000000' + '02000000' +
-    '0000100000000000' + '0000f00f00000000' + '01000000' + '00000000');
+    '0000100000000000' + '0000f00f00000000' + '01000000' + '000000e0'); // ... then the ECAM entry
 });
 
 test('addresses above 4 GiB go to the ext_* high halves; the RSDP address is passed', () => {
