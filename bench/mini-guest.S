@@ -58,6 +58,17 @@ start:
 	outb	%al, %dx
 	jmp	1b
 2:
+.ifdef SPIN
+	/* spin variant (not in the baseline): keep the vCPU busy in guest mode for bench:pause */
+	mov	$spin_msg, %si
+	mov	$0x3f8, %dx
+7:	lodsb
+	test	%al, %al
+	jz	6f
+	outb	%al, %dx
+	jmp	7b
+6:	jmp	6b
+.endif
 .ifdef IDLE
 	/* idle variant: stay halted (interrupts off) so the host can sample the VMM's RSS */
 	mov	$idle_msg, %si
@@ -110,5 +121,6 @@ idt_desc:
 	.long 0
 msg:	.asciz "GUEST-INIT-REACHED\r\n"
 idle_msg: .asciz "GUEST-IDLE-READY\r\n"
+spin_msg: .asciz "GUEST-SPIN-READY\r\n"
 	.org 0x400			/* end of setup (1 + setup_sects sectors) */
 	.fill 3584, 1, 0		/* dummy protected-mode "kernel" */

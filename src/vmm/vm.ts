@@ -38,6 +38,9 @@ export interface VmMetrics {
 
 type VmState = 'created' | 'running' | 'paused' | 'exited';
 
+/** How long a guest that printed "reboot: Power down" gets to reach the ACPI sleep register. */
+const POWER_OFF_GRACE_MS = 3000;
+
 export class Vm {
   /** The guest's serial console: read guest output, write guest input. */
   readonly console: Duplex;
@@ -104,7 +107,7 @@ export class Vm {
     this.exitPromise = done.then(async (machineExit: MachineExit) => {
       this.state = 'exited';
       const exit: VmExit = this.poweredOff && machineExit.reason === 'stopped'
-        ? { reason: 'poweroff', detail: 'the guest powered off', vcpu: machineExit.vcpu }
+        ? { reason: 'poweroff', detail: 'the guest powered off (halted after "reboot: Power down", no ACPI)', vcpu: machineExit.vcpu }
         : machineExit;
       await this.machine.close();
       this.console.push(null);
@@ -114,14 +117,15 @@ export class Vm {
   }
 
   /**
-   * Without ACPI (not yet emulated) a Linux guest that powers off just halts, printing this line
-   * first; the VM ends there as a power-off.
+   * A Linux guest powers off through our ACPI sleep register. One booted without ACPI (acpi=off, a
+   * kernel without it) just halts after printing this line: if the VM has not ended a few seconds
+   * after the line, it ends there as a power-off.
    */
   private watchForPowerOff(bytes: Uint8Array): void {
     this.consoleTail = (this.consoleTail + Buffer.from(bytes).toString('latin1')).slice(-64);
     if (!this.poweredOff && /reboot: (Power down|System halted)/.test(this.consoleTail)) {
       this.poweredOff = true;
-      this.machine.stop();
+      setTimeout(() => { if (this.state === 'running') this.machine.stop(); }, POWER_OFF_GRACE_MS).unref();
     }
   }
 

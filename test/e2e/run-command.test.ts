@@ -32,28 +32,56 @@ test('run --quiet -- a command the guest does not have: exit 127, no boot log', 
   assert.doesNotMatch(r.stderr, /Linux version/);
 });
 
-test('interactive console through a pseudo-terminal: echo hi, then poweroff exits 0', { skip: kvmSkip, timeout: BOOT_MS }, async () => {
-  // util-linux `script` gives the CLI a real pty, as a user's terminal would.
-  const child = spawn('script', ['-qefc', `${process.execPath} ${TYPEVISOR_BIN} run --quiet`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+/** The CLI on a real pseudo-terminal (util-linux `script`), as a user's terminal would give it. */
+function ptySession(args: string): { send(text: string): void; waitFor(pattern: RegExp, ms: number): Promise<void>; exited: Promise<number | null>; screen(): string; kill(): void } {
+  const child = spawn('script', ['-qefc', `${process.execPath} ${TYPEVISOR_BIN} ${args}`, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let screen = '';
   child.stdout.on('data', (d: Buffer) => { screen += d.toString('latin1'); });
-  const waitFor = async (pattern: RegExp, ms: number): Promise<void> => {
-    const t0 = Date.now();
-    while (!pattern.test(screen)) {
-      if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${pattern}; screen: ${JSON.stringify(screen.slice(-500))}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
+  return {
+    send: (text) => child.stdin.write(text),
+    waitFor: async (pattern, ms) => {
+      const t0 = Date.now();
+      while (!pattern.test(screen)) {
+        if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${pattern}; screen: ${JSON.stringify(screen.slice(-500))}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
+    exited: new Promise<number | null>((resolve) => child.on('close', resolve)),
+    screen: () => screen,
+    kill: () => child.kill('SIGKILL'),
   };
-  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+}
+
+// busybox asks for the cursor position (ESC [6n) after its prompt
+const PROMPT = new RegExp(`# (${String.fromCharCode(27)}\\[6n)?$`);
+
+test('interactive console through a pseudo-terminal: echo hi, reboot boots the guest again, poweroff exits 0', { skip: kvmSkip, timeout: 2 * BOOT_MS }, async () => {
+  const pty = ptySession('run --quiet');
   try {
-    await waitFor(/TYPEVISOR-READY/, BOOT_MS - 60_000);
-    // busybox asks for the cursor position (ESC [6n) after its prompt
-    await waitFor(new RegExp(`# (${String.fromCharCode(27)}\\[6n)?$`), 30_000);
-    child.stdin.write('echo h""i\r');
-    await waitFor(/\nhi\r*\n/, 30_000);
-    child.stdin.write('poweroff\r');
-    assert.equal(await exited, 0, screen.slice(-500));
+    await pty.waitFor(/TYPEVISOR-READY/, BOOT_MS - 60_000);
+    await pty.waitFor(PROMPT, 30_000);
+    pty.send('echo h""i\r');
+    await pty.waitFor(/\nhi\r*\n/, 30_000);
+    pty.send('reboot\r');
+    await pty.waitFor(/the guest reset; booting it again/, 60_000);
+    await pty.waitFor(/TYPEVISOR-READY[^]*TYPEVISOR-READY/, BOOT_MS - 60_000);
+    await pty.waitFor(PROMPT, 30_000);
+    pty.send('poweroff\r');
+    assert.equal(await pty.exited, 0, pty.screen().slice(-500));
   } finally {
-    child.kill('SIGKILL');
+    pty.kill();
+  }
+});
+
+test('interactive with --no-reboot: a guest reboot ends the session with status 0, reason reset', { skip: kvmSkip, timeout: BOOT_MS }, async () => {
+  const pty = ptySession('run --quiet --no-reboot');
+  try {
+    await pty.waitFor(/TYPEVISOR-READY/, BOOT_MS - 60_000);
+    await pty.waitFor(PROMPT, 30_000);
+    pty.send('reboot\r');
+    assert.equal(await pty.exited, 0, pty.screen().slice(-500));
+    assert.match(pty.screen(), /the guest reset \(reason: reset\); not rebooting \(--no-reboot\)/);
+  } finally {
+    pty.kill();
   }
 });
