@@ -25,7 +25,22 @@ export function ensureDefaultGuest(log: (line: string) => void = () => undefined
   if (!existsSync(script)) throw new TypevisorError('GUEST_BUILD_FAILED', `the guest recipe ${script} is missing from this installation`);
   ensureWritableCache();
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, so that an interrupt can reach every process of the build (bash
+    // runs its INT trap only after the foreground make or tar has ended).
+    const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let interrupted: NodeJS.Signals | undefined;
+    const forwarders = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((signal) => {
+      const forward = (): void => {
+        interrupted = signal;
+        try {
+          if (child.pid !== undefined) process.kill(-child.pid, 'SIGINT');
+        } catch {
+          // The build has already ended.
+        }
+      };
+      process.on(signal, forward);
+      return () => process.off(signal, forward);
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
@@ -33,9 +48,13 @@ export function ensureDefaultGuest(log: (line: string) => void = () => undefined
       err += d.toString();
       for (const line of d.toString().split('\n')) if (line.trim() !== '') log(line);
     });
-    // A Ctrl-C of ours reaches the build too (same process group); its own trap cleans up.
     child.on('error', (e) => reject(new TypevisorError('GUEST_BUILD_FAILED', `cannot run the guest build: ${e.message}`, { cause: e })));
     child.on('close', (code) => {
+      for (const remove of forwarders) remove();
+      if (interrupted) {
+        reject(new TypevisorError('GUEST_BUILD_FAILED', `building the default guest was interrupted (${interrupted}); its temporary files are removed and nothing was added to the cache`));
+        return;
+      }
       const dir = out.trim().split('\n').at(-1) ?? '';
       if (code !== 0 || dir === '') {
         const why = err.trim().split('\n').filter((l) => l.startsWith('guest build failed')).at(-1) ?? `exit status ${code}`;
