@@ -19,8 +19,8 @@ interface Running {
 function start(args: string[], env: NodeJS.ProcessEnv = process.env): Running {
   const child = spawn(process.execPath, [TYPEVISOR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  child.stdout!.resume();
+  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+  child.stdout.resume();
   return {
     child,
     stderr: () => err,
