@@ -92,9 +92,17 @@ function createVm(opts: RunOptions, extraCmdline: string): Promise<Vm> {
   });
 }
 
-/** Ends the VM when this process is interrupted, so no guest outlives us. */
+/**
+ * Ends the VM when this process is interrupted, or when whoever reads our output has gone (EPIPE
+ * on stdout/stderr, e.g. `typevisor run -- yes | head -1`), so no guest outlives its purpose.
+ */
 function stopOnSignals(vm: Vm): () => void {
   const stop = (): void => void vm.stop();
+  const onPipeError = (e: NodeJS.ErrnoException): void => {
+    if (e.code === 'EPIPE') stop();
+  };
+  process.stdout.on('error', onPipeError);
+  process.stderr.on('error', onPipeError);
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   process.once('SIGHUP', stop);
@@ -102,6 +110,8 @@ function stopOnSignals(vm: Vm): () => void {
   const dump = (): void => void vm.dumpState().then((t) => process.stderr.write(`\n${t.join('\n')}\n`));
   process.on('SIGUSR2', dump);
   return () => {
+    process.stdout.off('error', onPipeError);
+    process.stderr.off('error', onPipeError);
     process.off('SIGUSR2', dump);
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);

@@ -16,6 +16,17 @@ const KICK_SIGNAL = 40;
 const TSS_ADDR = 0xfffbd000;
 const IDENTITY_MAP_ADDR = 0xfffbc000;
 
+/**
+ * Machines whose vCPUs may be running. When this process exits — normally or on an uncaught
+ * exception — Node waits for every worker thread, and a vCPU thread inside KVM_RUN never comes
+ * back to JavaScript by itself: the guest would keep running in a process that can no longer
+ * exit. So on 'exit' every live machine's vCPUs are told to stop and kicked (synchronously).
+ */
+const liveMachines = new Set<Machine>();
+process.on('exit', () => {
+  for (const m of liveMachines) m.stopOnProcessExit();
+});
+
 export interface MachineOptions {
   /** RAM regions (guest physical), e.g. below and above the PCI hole. */
   regions: readonly { gpa: number; size: number }[];
@@ -110,6 +121,7 @@ export class Machine {
     if (this.exitResult) throw new TypevisorError('VM_STATE', 'the VM is already started');
     if (this.closed) throw new TypevisorError('VM_STATE', 'the VM is closed');
     const control = new Int32Array(this.control);
+    liveMachines.add(this);
     this.exitResult = new Promise<MachineExit>((resolve) => {
       let first: MachineExit | undefined;
       this.running = this.vcpus.length;
@@ -135,7 +147,10 @@ export class Machine {
         });
         worker.on('error', (e) => finish({ reason: 'crash', detail: `vCPU ${index} thread failed: ${e.message}`, vcpu: index }));
         worker.on('exit', () => {
-          if (--this.running === 0) resolve(first ?? { reason: 'stopped', detail: 'stopped', vcpu: 0 });
+          if (--this.running === 0) {
+            liveMachines.delete(this);
+            resolve(first ?? { reason: 'stopped', detail: 'stopped', vcpu: 0 });
+          }
         });
         this.workers.push(worker);
       });
@@ -155,6 +170,11 @@ export class Machine {
     Atomics.store(control, CONTROL.STOP, 1);
     Atomics.notify(control, CONTROL.PAUSE);
     this.kickAll();
+  }
+
+  /** For the process 'exit' hook: stop and kick, nothing asynchronous. */
+  stopOnProcessExit(): void {
+    this.stop();
   }
 
   /** vCPU workers still running (not yet exited). */
