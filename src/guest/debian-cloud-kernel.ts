@@ -1,15 +1,30 @@
 // The stock Debian cloud kernel as a guest: fetched with apt-get, unpacked to an uncompressed vmlinux (PVH entry).
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { TypevisorError } from '../base/errors.js';
 import { cacheRoot } from './cache-dir.js';
+import { buildDebianCloudInitramfs } from './debian-cloud-initramfs.js';
 
 export interface DebianCloudKernel {
   version: string;
   vmlinux: string;
   vmlinuz: string;
+  /** busybox, the virtio modules and Typevisor's /init (see debian-cloud-initramfs.ts). */
+  initramfs: string;
   dir: string;
+}
+
+/** Typevisor's guest/init in the package (this file is dist/src/guest/debian-cloud-kernel.js). */
+const GUEST_INIT = fileURLToPath(new URL('../../../guest/init', import.meta.url));
+const BUSYBOX = '/bin/busybox';
+
+function ensureBusybox(log: (line: string) => void): void {
+  if (existsSync(BUSYBOX)) return;
+  log('installing busybox-static (for the initramfs) with apt-get');
+  run('apt-get', ['install', '-y', '-qq', 'busybox-static'], 'apt-get install busybox-static');
 }
 
 /** Decompressors by the payload's magic bytes (what the kernel's scripts/extract-vmlinux knows). */
@@ -61,13 +76,24 @@ export function extractVmlinux(bzImage: Uint8Array): Buffer {
   }
 }
 
-/** Downloads (once) and unpacks Debian's cloud kernel; idempotent, safe against interruption. */
+function cachedInitSha(dir: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { initSha256?: string }).initSha256;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Downloads (once) and unpacks Debian's cloud kernel and builds its initramfs; idempotent, safe against interruption. */
 export function fetchDebianCloudKernel(log: (line: string) => void = () => undefined): DebianCloudKernel {
   const pkg = resolvePackage();
   const version = pkg.replace(/^linux-image-/, '');
   const dir = join(cacheRoot(), 'debian-cloud', version);
-  const result = { version, dir, vmlinux: join(dir, 'vmlinux'), vmlinuz: join(dir, 'vmlinuz') };
-  if (existsSync(join(dir, 'manifest.json'))) return result;
+  const result = { version, dir, vmlinux: join(dir, 'vmlinux'), vmlinuz: join(dir, 'vmlinuz'), initramfs: join(dir, 'initramfs.cpio') };
+  // The initramfs carries guest/init: a cached one built from another /init is rebuilt.
+  const initSha256 = createHash('sha256').update(readFileSync(GUEST_INIT)).digest('hex');
+  if (existsSync(result.initramfs) && cachedInitSha(dir) === initSha256) return result;
+  ensureBusybox(log);
   mkdirSync(join(cacheRoot(), 'debian-cloud'), { recursive: true });
   const work = mkdtempSync(join(cacheRoot(), 'debian-cloud', `.${version}-`));
   try {
@@ -85,7 +111,11 @@ export function fetchDebianCloudKernel(log: (line: string) => void = () => undef
     writeFileSync(join(out, 'vmlinuz'), bz);
     log('decompressing the kernel into an uncompressed vmlinux (PVH entry)');
     writeFileSync(join(out, 'vmlinux'), extractVmlinux(bz));
-    writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({ package: pkg, version, created: new Date().toISOString() }, null, 2)}\n`);
+    log('building the initramfs: busybox, the virtio modules, Typevisor\'s /init');
+    const initramfs = buildDebianCloudInitramfs({ root: join(work, 'root'), version, busybox: BUSYBOX, init: GUEST_INIT });
+    writeFileSync(join(out, 'initramfs.cpio'), initramfs.cpio);
+    const manifest = { package: pkg, version, created: new Date().toISOString(), initSha256, modules: initramfs.modules };
+    writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     rmSync(dir, { recursive: true, force: true });
     renameSync(out, dir);
     return result;

@@ -82,7 +82,7 @@ export async function guestAssets(name: string, log: (line: string) => void = ()
   if (name === 'default') return ensureDefaultGuest(log);
   if (name === 'debian-cloud') {
     const k = fetchDebianCloudKernel(log);
-    return { name, kernel: k.vmlinux };
+    return { name, kernel: k.vmlinux, initrd: k.initramfs };
   }
   throw new TypevisorError('INVALID_ARGUMENT', `unknown guest '${name}' — choose one of: ${GUEST_NAMES.join(', ')}`);
 }

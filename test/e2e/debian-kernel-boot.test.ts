@@ -3,7 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kvmSkip } from '../helpers/kvm.js';
 import { Vm } from '../../src/vmm/vm.js';
+import { readFileSync } from 'node:fs';
 import { fetchDebianCloudKernel } from '../../src/guest/debian-cloud-kernel.js';
+import { readCpio } from '../../src/guest/cpio.js';
 import { isPvmHost } from '../../src/kvm/host-kind.js';
 
 /** Printed after alternative_instructions() ran the int3 self-test. */
@@ -15,7 +17,17 @@ const BUDGET_MS = 480_000;
 
 test('the Debian cloud kernel finds 2 CPUs through our ACPI tables and gets past the int3 self-test and the point where QEMU dies', { skip: kvmSkip, timeout: BUDGET_MS + 60_000 }, async () => {
   const kernel = fetchDebianCloudKernel((l) => console.log(`fixture: ${l}`));
-  const vm = await Vm.create({ kernel: kernel.vmlinux, memoryMib: 256, vcpus: 2 });
+  // What `run --guest debian-cloud` boots: the kernel and its initramfs with the virtio modules.
+  const files = new Map(readCpio(new Uint8Array(readFileSync(kernel.initramfs))).map((e) => [e.path, e]));
+  const loadOrder = Buffer.from(files.get('etc/typevisor-modules')!.data).toString().trim().split('\n');
+  const position = (name: string): number => loadOrder.findIndex((m) => m.endsWith(`/${name}.ko`));
+  for (const m of ['virtio', 'virtio_ring', 'virtio_pci', 'virtio_blk', 'virtio_net', 'virtio-rng', 'vmw_vsock_virtio_transport']) {
+    assert.ok(position(m) >= 0, `initramfs loads ${m}`);
+    assert.ok(files.has(`lib/modules/${kernel.version}/${loadOrder[position(m)]!}`), `initramfs carries ${m}.ko`);
+  }
+  assert.ok(position('virtio') < position('virtio_pci') && position('virtio_ring') < position('virtio_blk'), loadOrder.join(' '));
+  for (const f of ['init', 'init.typevisor', 'bin/busybox', `lib/modules/${kernel.version}/modules.dep`]) assert.ok(files.has(f), f);
+  const vm = await Vm.create({ kernel: kernel.vmlinux, initrd: kernel.initramfs, memoryMib: 256, vcpus: 2 });
   let log = '';
   vm.console.on('data', (d: Buffer) => { log += d.toString('latin1'); });
   const t0 = Date.now();
