@@ -10,8 +10,6 @@ const DEFAULTS = [
   'i8042.noaux',
   'i8042.nomux',
   'i8042.dumbkbd',
-  // No PCI devices yet: skip probing the bus (each probe is emulated time on PVM).
-  'pci=off',
 ];
 
 /**

@@ -5,7 +5,8 @@ import { I8042 } from '../devices/legacy/i8042.js';
 import { CmosRtc } from '../devices/legacy/cmos-rtc.js';
 import { AcpiPowerManagement, ACPI_PM } from '../devices/acpi/power-management.js';
 import type { BusDevice } from '../devices/bus-device.js';
-import { PLATFORM } from '../arch/x86_64/layout.js';
+import { LAYOUT, PLATFORM } from '../arch/x86_64/layout.js';
+import { PciRootComplex, createPciRootState, hostBridgeConfig, type PciRootState } from '../devices/pci/root-complex.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_IRQ = 4;
@@ -17,10 +18,15 @@ export interface LegacyDeviceState {
   serial: SharedArrayBuffer;
   i8042: SharedArrayBuffer;
   rtc: SharedArrayBuffer;
+  /** PCI bus 0: the config address latch and each function's configuration space. */
+  pci: PciRootState;
 }
 
 export function createLegacyDeviceState(): LegacyDeviceState {
-  return { serial: Serial8250.createState(), i8042: I8042.createState(), rtc: CmosRtc.createState() };
+  return {
+    serial: Serial8250.createState(), i8042: I8042.createState(), rtc: CmosRtc.createState(),
+    pci: createPciRootState([hostBridgeConfig().state]),
+  };
 }
 
 export interface LegacyDeviceOptions {
@@ -31,7 +37,7 @@ export interface LegacyDeviceOptions {
   onPowerOff: () => void;
 }
 
-/** Builds the PIO bus (COM1, i8042, CMOS RTC, ACPI power management, debug console) and the (still empty) MMIO bus. */
+/** Builds the PIO bus (COM1, i8042, CMOS RTC, ACPI power management, PCI config ports, debug console) and the MMIO bus (ECAM). */
 export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio: Bus } {
   const pio = new Bus();
   const serial = new Serial8250(opts.state.serial, {
@@ -52,5 +58,9 @@ export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio
     write: (_offset, data) => opts.onOutput(data[0]!),
   };
   pio.insert(DEBUGCON_PORT, 1, debugcon);
-  return { pio, mmio: new Bus() };
+  const pci = new PciRootComplex(opts.state.pci);
+  pio.insert(0xcf8, 8, pci.ports);
+  const mmio = new Bus();
+  mmio.insert(LAYOUT.PCI_ECAM, LAYOUT.PCI_ECAM_SIZE, pci.ecam);
+  return { pio, mmio };
 }

@@ -13,16 +13,20 @@ const BOOT_MS = 300_000;
 
 test('run --cpus 4 --memory 4G: 4 CPUs on a 2-core host, all the memory above the PCI hole, ACPI power-off', { skip: kvmSkip, timeout: BOOT_MS }, async () => {
   const r = await runCli(['run', '--cpus', '4', '--memory', '4G', '--', 'sh', '-c',
-    'nproc; grep MemTotal /proc/meminfo; grep -c "^processor" /proc/cpuinfo; ls /sys/firmware/acpi/tables | sort | tr "\\n" " "'],
+    'nproc; grep MemTotal /proc/meminfo; grep -c "^processor" /proc/cpuinfo; ls /sys/firmware/acpi/tables | sort | tr "\\n" " "; echo; ' +
+    'for d in /sys/bus/pci/devices/*; do echo "${d##*/} $(cat $d/vendor) $(cat $d/device) $(cat $d/class)"; done'],
   { timeoutMs: BOOT_MS });
   console.log(`run --cpus 4 --memory 4G: ${r.seconds.toFixed(1)} s`);
   assert.equal(r.status, 0, r.stderr.slice(-3000));
-  const [nproc, meminfo, processors, tables] = r.stdout.split('\n');
+  const [nproc, meminfo, processors, tables, pci] = r.stdout.split('\n');
   assert.equal(nproc, '4');
   assert.equal(processors, '4');
   const kib = Number(/MemTotal:\s+(\d+) kB/.exec(meminfo ?? '')?.[1]);
   assert.ok(kib >= 3.8 * 2 ** 20, `MemTotal ${kib} kB for --memory 4G`);
   for (const t of ['APIC', 'DSDT', 'FACP', 'MCFG']) assert.ok(tables?.includes(t), `guest sees ACPI table ${t}: ${tables}`);
+  // The PCI host bridge, found through the DSDT's PNP0A08 and read through the MCFG's ECAM window.
+  assert.equal(pci, '0000:00:00.0 0x1b36 0x0008 0x060000');
+  assert.match(r.stderr, /PCI: MMCONFIG for domain 0000 \[bus 00-00\] at \[mem 0xe0000000-0xe00fffff\]/);
   assert.match(r.stderr, /smpboot: Allowing 4 CPUs/);
   assert.match(r.stderr, /ACPI: PM: \(supports S0 S5\)/);
   assert.match(r.stderr, /BIOS-e820: \[mem 0x0000000100000000-0x000000013fffffff\] usable/);
