@@ -30,6 +30,8 @@ const raw = {
   sigtimedwait: libc.func('int sigtimedwait(const uint8_t *set, _Out_ uint8_t *info, const uint8_t *timeout)') as (
     set: Uint8Array, info: Uint8Array | null, timeout: Uint8Array) => number,
   strerror: libc.func('const char *strerror(int errnum)') as (e: number) => string,
+  flock: libc.func('int flock(int fd, int op)') as (fd: number, op: number) => number,
+  fallocate: libc.func('int fallocate(int fd, int mode, long offset, long len)') as (fd: number, mode: number, off: number, len: number) => number,
 };
 
 export const O_RDONLY = 0;
@@ -47,6 +49,14 @@ export const EFD_NONBLOCK = 0o4000;
 export const MADV_DONTNEED = 4;
 export const MADV_HUGEPAGE = 14;
 export const EINTR = 4;
+export const EWOULDBLOCK = 11;
+export const EOPNOTSUPP = 95;
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const FALLOC_FL_KEEP_SIZE = 1;
+export const FALLOC_FL_PUNCH_HOLE = 2;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 export const EAGAIN = 11;
 export const SIG_BLOCK = 0;
 const MAP_FAILED = 2 ** 64 - 1;
@@ -121,6 +131,19 @@ export function madvise(addr: number, len: number, advice: number): void {
 /** A zero-copy ArrayBuffer over host memory at `addr` (an mmap'ed range this process owns). */
 export function hostView(addr: number, len: number): ArrayBuffer {
   return koffi.view(addr, len);
+}
+
+/** flock(2); returns false instead of throwing when LOCK_NB finds the lock taken. */
+export function flock(fd: number, op: number): boolean {
+  if (raw.flock(fd, op) === 0) return true;
+  const e = koffi.errno();
+  if (e === EWOULDBLOCK) return false;
+  throw syscallError('flock', e);
+}
+
+/** fallocate(2); returns the errno instead of throwing (callers fall back when it is EOPNOTSUPP). */
+export function fallocate(fd: number, mode: number, offset: number, len: number): number {
+  return raw.fallocate(fd, mode, offset, len) === 0 ? 0 : koffi.errno();
 }
 
 export function memfdCreate(name: string): number {

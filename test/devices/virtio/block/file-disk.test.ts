@@ -1,0 +1,106 @@
+// The image-file backend on real files: I/O, durability calls, holes, locking between "VMs"
+// (separate opens), and clear errors for bad images.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FileDisk } from '../../../../src/devices/virtio/block/file-disk.js';
+import { handleBlockRequest, SECTOR, VIRTIO_BLK_S, VIRTIO_BLK_T } from '../../../../src/devices/virtio/block/request.js';
+import { GuestMemory } from '../../../../src/memory/guest-memory.js';
+import { tempDir } from '../../../helpers/native.js';
+
+const MiB = 2 ** 20;
+
+function image(size = 4 * MiB): string {
+  const path = join(tempDir('typevisor-img-'), 'disk.img');
+  writeFileSync(path, '');
+  truncateSync(path, size);
+  return path;
+}
+
+test('reads and writes reach the file; a partial last sector is not addressable', () => {
+  const path = image(MiB + 100);
+  const disk = FileDisk.open(path, { readOnly: false });
+  try {
+    assert.equal(disk.sizeBytes, MiB);
+    disk.write(5 * SECTOR, Buffer.from('hello, disk'));
+    disk.flush();
+    assert.equal(readFileSync(path).subarray(5 * SECTOR, 5 * SECTOR + 11).toString(), 'hello, disk');
+    const back = new Uint8Array(11);
+    disk.read(5 * SECTOR, back);
+    assert.equal(Buffer.from(back).toString(), 'hello, disk');
+  } finally {
+    disk.close();
+  }
+});
+
+test('discard and write-zeroes punch holes: the bytes read as zero and the file gives blocks back', () => {
+  const path = image();
+  writeFileSync(path, Buffer.alloc(4 * MiB, 0x5a));
+  const before = statSync(path).blocks;
+  const disk = FileDisk.open(path, { readOnly: false });
+  try {
+    disk.discard(MiB, MiB);
+    disk.writeZeroes(2 * MiB, MiB, true);
+    disk.writeZeroes(3 * MiB, 4096, false);
+    const data = readFileSync(path);
+    assert.equal(data.length, 4 * MiB, 'size kept');
+    assert.ok(data.subarray(MiB, 3 * MiB + 4096).every((b) => b === 0));
+    assert.equal(data[MiB - 1], 0x5a);
+    assert.equal(data[3 * MiB + 4096], 0x5a);
+    assert.ok(statSync(path).blocks < before, `blocks ${before} → ${statSync(path).blocks}`);
+  } finally {
+    disk.close();
+  }
+});
+
+test('one writer at a time: a second read-write or read-only open is refused; readers share', () => {
+  const path = image();
+  const a = FileDisk.open(path, { readOnly: false });
+  assert.throws(() => FileDisk.open(path, { readOnly: false }), /in use by another VM/);
+  assert.throws(() => FileDisk.open(path, { readOnly: true }), /in use by another VM that writes it/);
+  a.close();
+  const r1 = FileDisk.open(path, { readOnly: true });
+  const r2 = FileDisk.open(path, { readOnly: true });
+  assert.throws(() => FileDisk.open(path, { readOnly: false }), /in use by another VM/);
+  r1.close();
+  r2.close();
+  FileDisk.open(path, { readOnly: false }).close();
+});
+
+test('the lock holds across processes (flock on the image, as another VMM would take it)', () => {
+  const path = image();
+  const disk = FileDisk.open(path, { readOnly: false });
+  try {
+    const r = execFileSync('sh', ['-c', `flock -n -x ${path} true && echo got || echo busy`], { encoding: 'utf8' }).trim();
+    assert.equal(r, 'busy');
+  } finally {
+    disk.close();
+  }
+  assert.equal(execFileSync('sh', ['-c', `flock -n -x ${path} true && echo got || echo busy`], { encoding: 'utf8' }).trim(), 'got');
+});
+
+test('bad images: missing, a directory, a device; the message names the file and the fix', () => {
+  assert.throws(() => FileDisk.open('/nonexistent/disk.img', { readOnly: false }), /cannot open the disk image \/nonexistent\/disk.img: no such file — create it first/);
+  const dir = join(tempDir(), 'adir');
+  mkdirSync(dir);
+  assert.throws(() => FileDisk.open(dir, { readOnly: true }), /adir: it is a directory|is not a regular file/);
+  assert.throws(() => FileDisk.open('/dev/null', { readOnly: true }), /not a regular file/);
+});
+
+test('read-only drives refuse guest writes through the device; the file is unchanged', () => {
+  const path = image(MiB);
+  const disk = FileDisk.open(path, { readOnly: true });
+  try {
+    const m = GuestMemory.anonymous(0x10000);
+    m.setU32(0x1000, VIRTIO_BLK_T.OUT);
+    m.setU64(0x1008, 0n);
+    m.fill(0x2000, 512, 0x77);
+    const r = handleBlockRequest(m, { head: 0, readable: [{ gpa: 0x1000, len: 16 }, { gpa: 0x2000, len: 512 }], writable: [{ gpa: 0x3000, len: 1 }], writableBytes: 1 }, { backend: disk, serial: 'ro' });
+    assert.equal(r.status, VIRTIO_BLK_S.IOERR);
+    assert.ok(readFileSync(path).every((b) => b === 0));
+  } finally {
+    disk.close();
+  }
+});
