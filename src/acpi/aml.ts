@@ -1,6 +1,7 @@
 // A small AML encoder (ACPI 6.5 §20, "ACPI Machine Language Specification"): enough to describe
 // devices, their resources, the sleep states and a power-button event method.
 import { TypevisorError } from '../base/errors.js';
+import { concatBytes } from '../base/bytes.js';
 
 /** An encoded AML term (or a sequence of them). */
 export type Aml = Uint8Array;
@@ -32,13 +33,7 @@ const OP = {
 } as const;
 
 export function concat(parts: readonly Aml[]): Aml {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /**

@@ -1,6 +1,7 @@
 // A writer (and reader, for checks) of the "newc" cpio format the Linux kernel unpacks as an
 // initramfs (Documentation/driver-api/early-userspace/buffer-format.rst).
 import { TypevisorError } from '../base/errors.js';
+import { concatBytes } from '../base/bytes.js';
 
 export type CpioEntry =
   | { kind: 'dir'; path: string; mode?: number }
@@ -36,13 +37,7 @@ export function writeCpio(entries: readonly CpioEntry[]): Uint8Array {
     else record(e.path, S_IFLNK | 0o777, enc.encode(e.target));
   }
   record(TRAILER, 0, new Uint8Array());
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** Reads a newc archive back (to verify what was built); throws on anything malformed. */
