@@ -20,6 +20,8 @@ Options:
   --cmdline TEXT    appended to the kernel command line
   --cpus N          number of vCPUs (default 1)
   --memory SIZE     guest memory, e.g. 256M or 2G (default 256M)
+  --disk FILE[,ro]  attach a raw disk image as a virtio-blk drive (/dev/vda, vdb, … in order;
+                    repeatable; ,ro = read-only). The image is locked while the VM runs.
   --quiet           do not show the boot log
   --no-reboot       end when the guest reboots, instead of booting it again
   -h, --help        this help`;
@@ -31,6 +33,7 @@ interface RunOptions {
   memoryMib: number;
   quiet: boolean;
   noReboot: boolean;
+  disks: { path: string; readOnly: boolean }[];
   command: string[];
 }
 
@@ -43,6 +46,7 @@ function parse(argv: string[]): RunOptions | 'help' {
       options: {
         guest: { type: 'string' }, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' },
         cpus: { type: 'string' }, memory: { type: 'string' }, quiet: { type: 'boolean' }, 'no-reboot': { type: 'boolean' },
+        disk: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -62,7 +66,13 @@ function parse(argv: string[]): RunOptions | 'help' {
   if (v.guest && !(GUEST_NAMES as readonly string[]).includes(v.guest)) {
     throw new TypevisorError('INVALID_ARGUMENT', `unknown guest '${v.guest}' — choose one of: ${GUEST_NAMES.join(', ')}`);
   }
+  const disks = (v.disk ?? []).map((spec) => {
+    const m = /^(.+?)(,ro)?$/.exec(spec);
+    if (!m || m[1]!.includes(',')) throw new TypevisorError('INVALID_ARGUMENT', `--disk '${spec}' — write FILE or FILE,ro`);
+    return { path: m[1]!, readOnly: m[2] !== undefined };
+  });
   return {
+    disks,
     assets: v.kernel ? { name: 'custom', kernel: v.kernel, initrd: v.initrd } : { name: v.guest ?? 'default', kernel: '' },
     cmdline: v.cmdline ?? '',
     vcpus,
@@ -87,7 +97,7 @@ export async function runCommand(argv: string[]): Promise<number> {
 
 function createVm(opts: RunOptions, extraCmdline: string): Promise<Vm> {
   return Vm.create({
-    kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib,
+    kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib, disks: opts.disks,
     cmdline: [opts.cmdline, extraCmdline].filter((s) => s !== '').join(' '),
   });
 }

@@ -30,6 +30,9 @@ const raw = {
   sigtimedwait: libc.func('int sigtimedwait(const uint8_t *set, _Out_ uint8_t *info, const uint8_t *timeout)') as (
     set: Uint8Array, info: Uint8Array | null, timeout: Uint8Array) => number,
   strerror: libc.func('const char *strerror(int errnum)') as (e: number) => string,
+  epollCreate1: libc.func('int epoll_create1(int flags)') as (flags: number) => number,
+  epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, uint8_t *event)') as (epfd: number, op: number, fd: number, ev: Uint8Array) => number,
+  epollWait: libc.func('int epoll_wait(int epfd, _Out_ uint8_t *events, int max, int timeout)') as (epfd: number, ev: Uint8Array, max: number, timeout: number) => number,
   flock: libc.func('int flock(int fd, int op)') as (fd: number, op: number) => number,
   fallocate: libc.func('int fallocate(int fd, int mode, long offset, long len)') as (fd: number, mode: number, off: number, len: number) => number,
 };
@@ -51,6 +54,11 @@ export const MADV_HUGEPAGE = 14;
 export const EINTR = 4;
 export const EWOULDBLOCK = 11;
 export const EOPNOTSUPP = 95;
+export const EPOLLIN = 1;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CLOEXEC = 0o2000000;
+/** struct epoll_event is packed on x86-64: u32 events, u64 data. */
+const EPOLL_EVENT_BYTES = 12;
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
@@ -131,6 +139,47 @@ export function madvise(addr: number, len: number, advice: number): void {
 /** A zero-copy ArrayBuffer over host memory at `addr` (an mmap'ed range this process owns). */
 export function hostView(addr: number, len: number): ArrayBuffer {
   return koffi.view(addr, len);
+}
+
+export function epollCreate(): number {
+  return checked('epoll_create1', raw.epollCreate1(EPOLL_CLOEXEC));
+}
+
+/** Watches `fd` for input; `data` comes back with its events. */
+export function epollAdd(epfd: number, fd: number, data: number): void {
+  const ev = new Uint8Array(EPOLL_EVENT_BYTES);
+  const v = new DataView(ev.buffer);
+  v.setUint32(0, EPOLLIN, true);
+  v.setBigUint64(4, BigInt(data), true);
+  checked('epoll_ctl', raw.epollCtl(epfd, EPOLL_CTL_ADD, fd, ev));
+}
+
+/** Waits up to `timeoutMs` for input; returns the `data` of each ready fd (empty on timeout or EINTR). */
+export function epollWait(epfd: number, max: number, timeoutMs: number): number[] {
+  const buf = new Uint8Array(EPOLL_EVENT_BYTES * max);
+  const n = raw.epollWait(epfd, buf, max, timeoutMs);
+  if (n < 0) {
+    const e = koffi.errno();
+    if (e === EINTR) return [];
+    throw syscallError('epoll_wait', e);
+  }
+  const v = new DataView(buf.buffer);
+  return Array.from({ length: n }, (_, i) => Number(v.getBigUint64(i * EPOLL_EVENT_BYTES + 4, true)));
+}
+
+/** Reads and returns an eventfd's counter (0 when nothing was signalled: the fd must be non-blocking). */
+export function eventfdRead(fd: number): bigint {
+  const buf = new Uint8Array(8);
+  const n = raw.read(fd, buf, 8);
+  if (n !== 8) return 0n;
+  return new DataView(buf.buffer).getBigUint64(0, true);
+}
+
+/** Adds 1 to an eventfd's counter (wakes whoever waits on it). */
+export function eventfdSignal(fd: number): void {
+  const buf = new Uint8Array(8);
+  new DataView(buf.buffer).setBigUint64(0, 1n, true);
+  raw.write(fd, buf, 8);
 }
 
 /** flock(2); returns false instead of throwing when LOCK_NB finds the lock taken. */

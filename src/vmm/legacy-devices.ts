@@ -7,6 +7,8 @@ import { AcpiPowerManagement, ACPI_PM } from '../devices/acpi/power-management.j
 import type { BusDevice } from '../devices/bus-device.js';
 import { LAYOUT, PLATFORM } from '../arch/x86_64/layout.js';
 import { PciRootComplex, createPciRootState, hostBridgeConfig, type PciRootState } from '../devices/pci/root-complex.js';
+import { virtioBarDevice, type VirtioPciWiring } from '../devices/virtio/pci-bar.js';
+import { BAR_LAYOUT } from '../devices/virtio/pci-device.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_IRQ = 4;
@@ -20,12 +22,15 @@ export interface LegacyDeviceState {
   rtc: SharedArrayBuffer;
   /** PCI bus 0: the config address latch and each function's configuration space. */
   pci: PciRootState;
+  /** The virtio-pci functions (slots 1, 2, …): their BARs are served on the vCPU threads. */
+  virtio: VirtioPciWiring[];
 }
 
 export function createLegacyDeviceState(): LegacyDeviceState {
   return {
     serial: Serial8250.createState(), i8042: I8042.createState(), rtc: CmosRtc.createState(),
     pci: createPciRootState([hostBridgeConfig().state]),
+    virtio: [],
   };
 }
 
@@ -62,5 +67,7 @@ export function createLegacyDevices(opts: LegacyDeviceOptions): { pio: Bus; mmio
   pio.insert(0xcf8, 8, pci.ports);
   const mmio = new Bus();
   mmio.insert(LAYOUT.PCI_ECAM, LAYOUT.PCI_ECAM_SIZE, pci.ecam);
+  // BARs stay where we placed them (Linux keeps firmware-assigned BARs inside the bridge window).
+  for (const w of opts.state.virtio) mmio.insert(w.state.barAddress, BAR_LAYOUT.SIZE, virtioBarDevice(w));
   return { pio, mmio };
 }

@@ -6,6 +6,7 @@ import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
 import { createLegacyDeviceState } from './legacy-devices.js';
+import { VirtioBlockDrives, type DiskOptions } from './virtio-block.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -33,6 +34,8 @@ export interface MachineOptions {
   vcpus: number;
   /** Complete instructions KVM's emulator cannot (needed on PVM hosts). */
   assist: boolean;
+  /** Disk images attached as virtio-blk drives (vda, vdb, …). */
+  disks?: readonly DiskOptions[];
 }
 
 export interface MachineExit {
@@ -66,6 +69,7 @@ export class Machine {
   private exitResult: Promise<MachineExit> | undefined;
   private closed = false;
   private readonly xsaveLayout: XsaveComponent[];
+  private drives: VirtioBlockDrives | undefined;
 
   constructor(readonly options: MachineOptions, kvm = Kvm.open()) {
     try {
@@ -96,6 +100,11 @@ export class Machine {
       this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
+      this.drives = new VirtioBlockDrives(this.vm, options.disks ?? []);
+      for (const w of this.drives.wirings) {
+        this.deviceState.pci.functions.push(w.state.config);
+        this.deviceState.virtio.push(w);
+      }
       this.mmapSize = kvm.vcpuMmapSize();
       this.xsaveLayout = xsaveLayout(kvm.supportedCpuid());
       for (let i = 0; i < options.vcpus; i++) this.vcpus.push(new VcpuFd(this.vm.createVcpu(i), this.mmapSize));
@@ -122,6 +131,8 @@ export class Machine {
     if (this.closed) throw new TypevisorError('VM_STATE', 'the VM is closed');
     const control = new Int32Array(this.control);
     liveMachines.add(this);
+    this.drives?.start({ vmFd: this.vm.fd, memoryAddr: this.memoryAddr, memoryBytes: this.memoryBytes, regions: this.regions, kickSignal: KICK_SIGNAL },
+      (why) => events.onOutput(new TextEncoder().encode(`\ntypevisor: the I/O thread failed: ${why}\n`)));
     this.exitResult = new Promise<MachineExit>((resolve) => {
       let first: MachineExit | undefined;
       this.running = this.vcpus.length;
@@ -175,6 +186,7 @@ export class Machine {
   /** For the process 'exit' hook: stop and kick, nothing asynchronous. */
   stopOnProcessExit(): void {
     this.stop();
+    this.drives?.requestStop();
   }
 
   /** vCPU workers still running (not yet exited). */
@@ -255,6 +267,11 @@ export class Machine {
     return Atomics.load(new Int32Array(this.control), CONTROL.ASSISTS);
   }
 
+  /** Per-drive request counters (see BlockDeviceMetrics). */
+  blockMetrics(): ReturnType<VirtioBlockDrives['deviceMetrics']> {
+    return this.drives?.deviceMetrics() ?? [];
+  }
+
   /** Raises or lowers an interrupt line of the in-kernel irqchip from the main thread. */
   irqLine(irq: number, level: boolean): void {
     this.vm.irqLine(irq, level);
@@ -264,12 +281,14 @@ export class Machine {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.stopAndJoin();
+    await this.drives?.stopWorker();
     this.releaseResources();
   }
 
   private releaseResources(): void {
     if (this.closed) return;
     this.closed = true;
+    this.drives?.close();
     for (const v of this.vcpus) {
       v.unmap();
       libc.close(v.fd);

@@ -20,6 +20,8 @@ export interface VmOptions {
   cmdline?: string;
   memoryMib?: number;
   vcpus?: number;
+  /** Disk images attached as virtio-blk drives, in order: /dev/vda, /dev/vdb, … */
+  disks?: { path: string; readOnly?: boolean }[];
   /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
   hostKvm?: 'auto' | 'pvm' | 'hardware';
 }
@@ -34,6 +36,8 @@ export interface VmExit {
 export interface VmMetrics {
   exits: number;
   assists: Record<string, number>;
+  /** Per virtio-blk drive: requests, bytes read/written, errors, queue notifications, flushes. */
+  disks: ReturnType<Machine['blockMetrics']>;
 }
 
 type VmState = 'created' | 'running' | 'paused' | 'exited';
@@ -80,7 +84,7 @@ export class Vm {
     }
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
-    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm });
+    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [] });
     try {
       const cmdline = guestCommandLine({ user: options.cmdline, pvm });
       const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
@@ -237,6 +241,6 @@ export class Vm {
   }
 
   metrics(): VmMetrics {
-    return { exits: this.machine.exitCount, assists: { ...this.assists } };
+    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics() };
   }
 }

@@ -99,6 +99,11 @@ export class VirtioPciCommonConfig {
     return q < this.numQueues ? W.HEADER + Q.WORDS * q : undefined;
   }
 
+  /** Each queue's rings as the driver set them up (undefined for a queue it did not enable). */
+  queueLayouts(): (QueueLayout | undefined)[] {
+    return Array.from({ length: this.numQueues }, (_, q) => this.queueLayout(q));
+  }
+
   private queueLayout(q: number): QueueLayout | undefined {
     const b = W.HEADER + Q.WORDS * q;
     if (this.w[b + Q.ENABLE] !== 1) return undefined;
@@ -197,7 +202,7 @@ export class VirtioPciCommonConfig {
         next = (next & ~STATUS.DRIVER_OK) | STATUS.DEVICE_NEEDS_RESET;
       } else {
         Atomics.store(this.w, W.STATUS, next);
-        events.activate?.(Array.from({ length: this.numQueues }, (_, q) => this.queueLayout(q)), this.driverFeatures);
+        events.activate?.(this.queueLayouts(), this.driverFeatures);
         return;
       }
     }

@@ -44,6 +44,8 @@ export interface VirtioPciState {
   common: SharedArrayBuffer;
   msix: SharedArrayBuffer;
   msixVectors: number;
+  /** Offset of the MSI-X capability in config space (its control word says whether MSI-X is on). */
+  msixCap: number;
   /** ISR status byte (§4.1.4.5), read-to-clear. */
   isr: SharedArrayBuffer;
   deviceConfig: Uint8Array;
@@ -80,10 +82,10 @@ export function createVirtioPciDevice(spec: VirtioPciDeviceSpec): VirtioPciState
   vendorCap(config, VIRTIO_PCI_CAP.NOTIFY, BAR_LAYOUT.NOTIFY, 4, multiplier);
   vendorCap(config, VIRTIO_PCI_CAP.ISR, BAR_LAYOUT.ISR, 4);
   if (spec.deviceConfig.length > 0) vendorCap(config, VIRTIO_PCI_CAP.DEVICE, BAR_LAYOUT.DEVICE, spec.deviceConfig.length);
-  addMsixCapability(config, msix, 0, BAR_LAYOUT.MSIX_TABLE, BAR_LAYOUT.MSIX_PBA);
+  const msixCap = addMsixCapability(config, msix, 0, BAR_LAYOUT.MSIX_TABLE, BAR_LAYOUT.MSIX_PBA);
   const common = VirtioPciCommonConfig.create(spec.features, spec.queueMaxSizes, vectors);
   return {
-    config: config.state, common: common.state, msix: msix.state, msixVectors: vectors, isr: new SharedArrayBuffer(4),
+    config: config.state, common: common.state, msix: msix.state, msixVectors: vectors, msixCap, isr: new SharedArrayBuffer(4),
     deviceConfig: spec.deviceConfig, barAddress: spec.barAddress, queues: spec.queueMaxSizes.length,
   };
 }

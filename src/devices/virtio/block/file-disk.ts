@@ -78,6 +78,16 @@ export class FileDisk implements BlockBackend {
     }
   }
 
+  /** The open file descriptor (for the I/O thread, which wraps it with fromFd). */
+  get fileDescriptor(): number {
+    return this.fd;
+  }
+
+  /** Wraps an image another thread of this process opened (and locked) with open(). The caller never closes it. */
+  static fromFd(path: string, fd: number, sizeBytes: number, readOnly: boolean): FileDisk {
+    return new FileDisk(path, fd, sizeBytes, readOnly);
+  }
+
   /** Closes the file (dropping its lock). Idempotent. */
   close(): void {
     if (this.closed) return;

@@ -1,0 +1,55 @@
+// The I/O worker thread: epoll over the virtio devices' eventfds (queue notifications arrive
+// through KVM_IOEVENTFD without a vCPU exit), requests carried out in place on guest memory,
+// interrupts raised with KVM_SIGNAL_MSI. One thread serves every device of the VM.
+import { parentPort, workerData } from 'node:worker_threads';
+import * as libc from '../sys/libc.js';
+import { VmFd } from '../kvm/kvm.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { FileDisk } from '../devices/virtio/block/file-disk.js';
+import { BlockDeviceRuntime } from '../devices/virtio/block/device.js';
+import type { IoWorkerData } from './virtio-block.js';
+
+const data = workerData as IoWorkerData;
+const port = parentPort!;
+const vm = new VmFd(data.vmFd);
+const memory = new GuestMemory(new Uint8Array(libc.hostView(data.memoryAddr, data.memoryBytes)), data.regions);
+const stop = new Int32Array(data.stop);
+// No signal is meant for this thread (the vCPU kick is for vCPU threads).
+libc.blockSignals([data.kickSignal]);
+
+/** epoll data: device index × 1024 + (queue + 1), 0 for the device's control fd; WAKE for the stop fd. */
+const WAKE = 0xffffff;
+const ep = libc.epollCreate();
+libc.epollAdd(ep, data.wakeFd, WAKE);
+const devices = data.blocks.map((b, d) => {
+  const disk = FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly);
+  const runtime = new BlockDeviceRuntime(memory, b.wiring.state, disk, b.serial, b.metrics, (address, msiData) => {
+    vm.signalMsi(Number(address & 0xffffffffn), Number(address >> 32n), msiData);
+  });
+  libc.epollAdd(ep, b.wiring.controlFd, d * 1024);
+  b.wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
+  return { runtime, wiring: b.wiring };
+});
+
+let failure: string | undefined;
+try {
+  while (Atomics.load(stop, 0) === 0) {
+    for (const id of libc.epollWait(ep, 64, 1000)) {
+      if (id === WAKE) { libc.eventfdRead(data.wakeFd); continue; }
+      const dev = devices[Math.floor(id / 1024)];
+      if (!dev) continue;
+      const slot = id % 1024;
+      if (slot === 0) {
+        libc.eventfdRead(dev.wiring.controlFd);
+        dev.runtime.onControl();
+      } else {
+        libc.eventfdRead(dev.wiring.queueFds[slot - 1]!);
+        dev.runtime.onNotify(slot - 1);
+      }
+    }
+  }
+} catch (e) {
+  failure = e instanceof Error ? e.message : String(e);
+}
+libc.close(ep);
+port.postMessage({ type: 'io-exit', failure });

@@ -1,0 +1,124 @@
+// The VM's virtio-blk drives, main-thread side: opens and locks the images, lays the functions out
+// on PCI bus 0, registers each queue's notify address with KVM_IOEVENTFD, and runs the I/O worker.
+import { Worker } from 'node:worker_threads';
+import * as libc from '../sys/libc.js';
+import type { VmFd } from '../kvm/kvm.js';
+import type { MemoryRegion } from '../memory/guest-memory.js';
+import { FileDisk } from '../devices/virtio/block/file-disk.js';
+import { blockConfig, blockFeatures } from '../devices/virtio/block/config.js';
+import { BLOCK_METRICS, readBlockMetrics, type BlockDeviceMetrics } from '../devices/virtio/block/device.js';
+import { BAR_LAYOUT, createVirtioPciDevice, VIRTIO_ID } from '../devices/virtio/pci-device.js';
+import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
+import { LAYOUT } from '../arch/x86_64/layout.js';
+
+export interface DiskOptions {
+  path: string;
+  readOnly?: boolean;
+}
+
+/** Queue size we offer: the driver may use fewer. */
+const QUEUE_SIZE = 256;
+
+export interface IoWorkerData {
+  vmFd: number;
+  memoryAddr: number;
+  memoryBytes: number;
+  regions: MemoryRegion[];
+  kickSignal: number;
+  stop: SharedArrayBuffer;
+  wakeFd: number;
+  blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
+}
+
+export class VirtioBlockDrives {
+  readonly wirings: VirtioPciWiring[] = [];
+  private readonly disks: FileDisk[] = [];
+  private readonly metrics: SharedArrayBuffer[] = [];
+  private readonly fds: number[] = [];
+  private readonly stop = new SharedArrayBuffer(4);
+  private wakeFd = -1;
+  private worker: Worker | undefined;
+  private exited: Promise<string | undefined> | undefined;
+
+  /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
+  constructor(vm: VmFd, disks: readonly DiskOptions[]) {
+    try {
+      for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
+      this.disks.forEach((disk, i) => {
+        const barAddress = LAYOUT.PCI_MMIO32 + i * BAR_LAYOUT.SIZE;
+        const state = createVirtioPciDevice({
+          deviceId: VIRTIO_ID.BLOCK, classCode: [0x01, 0x80, 0x00], features: blockFeatures(disk.readOnly),
+          queueMaxSizes: [QUEUE_SIZE], deviceConfig: blockConfig(disk.sizeBytes), barAddress,
+        });
+        const controlFd = this.eventfd();
+        const queueFds = [this.eventfd()];
+        // A 16-bit write of the queue index to the notify address signals the queue's eventfd in the kernel.
+        queueFds.forEach((fd, q) => vm.ioeventfd(fd, barAddress + BAR_LAYOUT.NOTIFY, 2, { datamatch: BigInt(q) }));
+        this.wirings.push({ state, controlFd, queueFds });
+        this.metrics.push(new SharedArrayBuffer(8 * BLOCK_METRICS.SLOTS));
+      });
+      this.wakeFd = this.eventfd();
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  private eventfd(): number {
+    const fd = libc.eventfd(0, libc.EFD_CLOEXEC | libc.EFD_NONBLOCK);
+    this.fds.push(fd);
+    return fd;
+  }
+
+  get count(): number {
+    return this.disks.length;
+  }
+
+  /** Starts the I/O worker (only if there are drives). */
+  start(memory: { vmFd: number; memoryAddr: number; memoryBytes: number; regions: MemoryRegion[]; kickSignal: number }, onFailure: (why: string) => void): void {
+    if (this.disks.length === 0) return;
+    const data: IoWorkerData = {
+      ...memory, stop: this.stop, wakeFd: this.wakeFd,
+      blocks: this.disks.map((d, i) => ({
+        wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
+        serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
+      })),
+    };
+    const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: data });
+    this.worker = worker;
+    this.exited = new Promise((resolve) => {
+      let failure: string | undefined;
+      worker.on('message', (m: { type: string; failure?: string }) => { if (m.type === 'io-exit') failure = m.failure; });
+      worker.on('error', (e) => { failure = e.message; });
+      worker.on('exit', () => {
+        if (failure) onFailure(failure);
+        resolve(failure);
+      });
+    });
+  }
+
+  deviceMetrics(): (BlockDeviceMetrics & { path: string })[] {
+    return this.disks.map((d, i) => ({ path: d.path, ...readBlockMetrics(this.metrics[i]!) }));
+  }
+
+  /** Tells the worker to stop (synchronous: usable from a process 'exit' hook). */
+  requestStop(): void {
+    if (!this.worker) return;
+    Atomics.store(new Int32Array(this.stop), 0, 1);
+    libc.eventfdSignal(this.wakeFd);
+  }
+
+  /** Stops the worker and waits for it; then the images can be closed. */
+  async stopWorker(): Promise<void> {
+    if (!this.worker) return;
+    this.requestStop();
+    await this.exited;
+    this.worker = undefined;
+  }
+
+  /** Closes eventfds and images (dropping their locks). Call after stopWorker(). */
+  close(): void {
+    for (const fd of this.fds.splice(0)) libc.close(fd);
+    for (const d of this.disks) d.close();
+  }
+}
