@@ -23,7 +23,7 @@ export class FileDisk implements BlockBackend {
       fd = openSync(path, opts.readOnly ? 'r' : 'r+');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'no such file — create it first (typevisor image create)'
+      const why = code === 'ENOENT' ? 'no such file — create it first (e.g. truncate -s 1G FILE && mkfs.ext4 FILE)'
         : (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') && !opts.readOnly ? 'it cannot be written — attach it read-only with ,ro'
           : code === 'EISDIR' ? 'it is a directory' : String(code);
       throw new TypevisorError('INVALID_ARGUMENT', `cannot open the disk image ${path}: ${why}`, { cause: e });
