@@ -7,7 +7,10 @@ import { VmFd } from '../kvm/kvm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { BlockDeviceRuntime } from '../devices/virtio/block/device.js';
-import type { IoWorkerData } from './virtio-block.js';
+import { RngDeviceRuntime } from '../devices/virtio/rng.js';
+import type { VirtioDeviceRuntime, SignalMsi } from '../devices/virtio/device-runtime.js';
+import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
+import type { IoWorkerData } from './virtio-devices.js';
 
 const data = workerData as IoWorkerData;
 const port = parentPort!;
@@ -21,14 +24,17 @@ libc.blockSignals([data.kickSignal]);
 const WAKE = 0xffffff;
 const ep = libc.epollCreate();
 libc.epollAdd(ep, data.wakeFd, WAKE);
-const devices = data.blocks.map((b, d) => {
-  const disk = FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly);
-  const runtime = new BlockDeviceRuntime(memory, b.wiring.state, disk, b.serial, b.metrics, (address, msiData) => {
-    vm.signalMsi(Number(address & 0xffffffffn), Number(address >> 32n), msiData);
-  });
-  libc.epollAdd(ep, b.wiring.controlFd, d * 1024);
-  b.wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
-  return { runtime, wiring: b.wiring };
+const signalMsi: SignalMsi = (address, msiData) => {
+  vm.signalMsi(Number(address & 0xffffffffn), Number(address >> 32n), msiData);
+};
+const devices: { runtime: VirtioDeviceRuntime; wiring: VirtioPciWiring }[] = data.blocks.map((b) => ({
+  runtime: new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalMsi),
+  wiring: b.wiring,
+}));
+if (data.rng) devices.push({ runtime: new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalMsi), wiring: data.rng.wiring });
+devices.forEach(({ wiring }, d) => {
+  libc.epollAdd(ep, wiring.controlFd, d * 1024);
+  wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
 });
 
 let failure: string | undefined;

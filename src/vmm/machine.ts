@@ -6,7 +6,7 @@ import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
 import { createLegacyDeviceState } from './legacy-devices.js';
-import { VirtioBlockDrives, type DiskOptions } from './virtio-block.js';
+import { VirtioDevices, type DiskOptions } from './virtio-devices.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -36,6 +36,8 @@ export interface MachineOptions {
   assist: boolean;
   /** Disk images attached as virtio-blk drives (vda, vdb, …). */
   disks?: readonly DiskOptions[];
+  /** A virtio entropy device (default: absent; Vm adds one). */
+  rng?: boolean;
 }
 
 export interface MachineExit {
@@ -69,7 +71,7 @@ export class Machine {
   private exitResult: Promise<MachineExit> | undefined;
   private closed = false;
   private readonly xsaveLayout: XsaveComponent[];
-  private drives: VirtioBlockDrives | undefined;
+  private drives: VirtioDevices | undefined;
 
   constructor(readonly options: MachineOptions, kvm = Kvm.open()) {
     try {
@@ -100,7 +102,7 @@ export class Machine {
       this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
-      this.drives = new VirtioBlockDrives(this.vm, options.disks ?? []);
+      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false });
       for (const w of this.drives.wirings) {
         this.deviceState.pci.functions.push(w.state.config);
         this.deviceState.virtio.push(w);
@@ -268,8 +270,12 @@ export class Machine {
   }
 
   /** Per-drive request counters (see BlockDeviceMetrics). */
-  blockMetrics(): ReturnType<VirtioBlockDrives['deviceMetrics']> {
+  blockMetrics(): ReturnType<VirtioDevices['deviceMetrics']> {
     return this.drives?.deviceMetrics() ?? [];
+  }
+
+  rngMetrics(): ReturnType<VirtioDevices['rngMetrics']> {
+    return this.drives?.rngMetrics();
   }
 
   /** Raises or lowers an interrupt line of the in-kernel irqchip from the main thread. */

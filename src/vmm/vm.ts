@@ -22,6 +22,8 @@ export interface VmOptions {
   vcpus?: number;
   /** Disk images attached as virtio-blk drives, in order: /dev/vda, /dev/vdb, … */
   disks?: { path: string; readOnly?: boolean }[];
+  /** A virtio entropy device fed from the host's CSPRNG (default true). */
+  rng?: boolean;
   /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
   hostKvm?: 'auto' | 'pvm' | 'hardware';
 }
@@ -38,6 +40,8 @@ export interface VmMetrics {
   assists: Record<string, number>;
   /** Per virtio-blk drive: requests, bytes read/written, errors, queue notifications, flushes. */
   disks: ReturnType<Machine['blockMetrics']>;
+  /** The entropy device: requests and bytes handed to the guest. */
+  rng: ReturnType<Machine['rngMetrics']>;
 }
 
 type VmState = 'created' | 'running' | 'paused' | 'exited';
@@ -84,7 +88,7 @@ export class Vm {
     }
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
-    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [] });
+    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], rng: options.rng ?? true });
     try {
       const cmdline = guestCommandLine({ user: options.cmdline, pvm });
       const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
@@ -241,6 +245,6 @@ export class Vm {
   }
 
   metrics(): VmMetrics {
-    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics() };
+    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), rng: this.machine.rngMetrics() };
   }
 }

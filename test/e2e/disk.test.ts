@@ -30,7 +30,7 @@ function ext4Image(dir: string, name: string, files: Record<string, string>, siz
 
 const sha = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 
-test('two drives: read and write an ext4 image, a read-only one refuses writes; the image is whole afterwards', { skip: kvmSkip, timeout: BOOT_MS }, async () => {
+test('two drives and the entropy device: read and write an ext4 image, a read-only one refuses writes, /dev/hwrng reads; the image is whole afterwards', { skip: kvmSkip, timeout: BOOT_MS }, async () => {
   const dir = tempDir('typevisor-disk-');
   const data = ext4Image(dir, 'data', { hello: 'hello from the host\n' });
   const ro = ext4Image(dir, 'ro', { note: 'read only\n' });
@@ -42,6 +42,8 @@ test('two drives: read and write an ext4 image, a read-only one refuses writes; 
     'mount -o ro /dev/vdb /ro', 'cat /ro/note', 'umount /ro',
     'cat /sys/block/vda/ro /sys/block/vdb/ro /sys/block/vda/serial; echo',
     'if dd if=/dev/zero of=/dev/vdb bs=512 count=1 2>/dev/null; then echo ro-write-succeeded; else echo ro-write-refused; fi',
+    // The entropy device: the kernel's hwrng picks it, and /dev/hwrng reads from it.
+    'cat /sys/class/misc/hw_random/rng_current', 'head -c 32 /dev/hwrng | od -An -tx1 | wc -w',
   ].join(' && ');
   const vm = await Vm.create({
     kernel: assets.kernel, initrd: assets.initrd, memoryMib: 256, cmdline: `quiet ${encodeCommand(['sh', '-c', script])}`,
@@ -60,7 +62,7 @@ test('two drives: read and write an ext4 image, a read-only one refuses writes; 
   const out = log.slice(log.indexOf('TYPEVISOR-BEGIN')).replace(/\r/g, '');
   assert.equal(exit.reason, 'poweroff', `${exit.detail}\n${log.slice(-2000)}`);
   assert.match(out, /TYPEVISOR-EXIT 0/, out);
-  assert.match(out, /hello from the host\nread only\n0\n1\ntypevisor-vda\nro-write-refused\n/);
+  assert.match(out, /hello from the host\nread only\n0\n1\ntypevisor-vda\nro-write-refused\nvirtio_rng\.\d+\n\s*32\n/);
   assert.equal(execFileSync('debugfs', ['-R', 'cat /out', data], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'written by the guest\n');
   execFileSync('e2fsck', ['-fn', data], { stdio: 'pipe' });
   assert.equal(sha(ro), roSum, 'the read-only image is byte-for-byte unchanged');
@@ -68,6 +70,7 @@ test('two drives: read and write an ext4 image, a read-only one refuses writes; 
   console.log(`disk metrics: ${JSON.stringify(last.disks)}`);
   assert.ok(vda && vda.readBytes > 0 && vda.writeBytes > 0 && vda.flushes > 0 && vda.notifications > 0, JSON.stringify(vda));
   assert.ok(vdb && vdb.readBytes > 0 && vdb.writeBytes === 0, JSON.stringify(vdb));
+  assert.ok(last.rng && last.rng.bytes >= 32 && last.rng.errors === 0, JSON.stringify(last.rng));
   // Closed with the VM: the lock is gone.
   FileDisk.open(data, { readOnly: false }).close();
 });

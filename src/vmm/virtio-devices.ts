@@ -1,5 +1,6 @@
-// The VM's virtio-blk drives, main-thread side: opens and locks the images, lays the functions out
-// on PCI bus 0, registers each queue's notify address with KVM_IOEVENTFD, and runs the I/O worker.
+// The VM's virtio devices, main-thread side: opens and locks the disk images, lays the functions
+// out on PCI bus 0 (drives first, then the entropy device), registers each queue's notify address
+// with KVM_IOEVENTFD, and runs the I/O worker that serves them all.
 import { Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import type { VmFd } from '../kvm/kvm.js';
@@ -7,7 +8,8 @@ import type { MemoryRegion } from '../memory/guest-memory.js';
 import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { blockConfig, blockFeatures } from '../devices/virtio/block/config.js';
 import { BLOCK_METRICS, readBlockMetrics, type BlockDeviceMetrics } from '../devices/virtio/block/device.js';
-import { BAR_LAYOUT, createVirtioPciDevice, VIRTIO_ID } from '../devices/virtio/pci-device.js';
+import { BAR_LAYOUT, createVirtioPciDevice, VIRTIO_ID, type VirtioPciDeviceSpec } from '../devices/virtio/pci-device.js';
+import { RNG_FEATURES, RNG_METRICS } from '../devices/virtio/rng.js';
 import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
 import { LAYOUT } from '../arch/x86_64/layout.js';
 
@@ -28,12 +30,21 @@ export interface IoWorkerData {
   stop: SharedArrayBuffer;
   wakeFd: number;
   blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
+  rng?: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
 }
 
-export class VirtioBlockDrives {
+export interface RngMetrics {
+  requests: number;
+  bytes: number;
+  notifications: number;
+  errors: number;
+}
+
+export class VirtioDevices {
   readonly wirings: VirtioPciWiring[] = [];
   private readonly disks: FileDisk[] = [];
   private readonly metrics: SharedArrayBuffer[] = [];
+  private rng: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
   private readonly fds: number[] = [];
   private readonly stop = new SharedArrayBuffer(4);
   private wakeFd = -1;
@@ -41,27 +52,37 @@ export class VirtioBlockDrives {
   private exited: Promise<string | undefined> | undefined;
 
   /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
-  constructor(vm: VmFd, disks: readonly DiskOptions[]) {
+  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean }) {
     try {
       for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
-      this.disks.forEach((disk, i) => {
-        const barAddress = LAYOUT.PCI_MMIO32 + i * BAR_LAYOUT.SIZE;
-        const state = createVirtioPciDevice({
+      for (const disk of this.disks) {
+        this.wirings.push(this.add({
           deviceId: VIRTIO_ID.BLOCK, classCode: [0x01, 0x80, 0x00], features: blockFeatures(disk.readOnly),
-          queueMaxSizes: [QUEUE_SIZE], deviceConfig: blockConfig(disk.sizeBytes), barAddress,
-        });
-        const controlFd = this.eventfd();
-        const queueFds = [this.eventfd()];
-        // A 16-bit write of the queue index to the notify address signals the queue's eventfd in the kernel.
-        queueFds.forEach((fd, q) => vm.ioeventfd(fd, barAddress + BAR_LAYOUT.NOTIFY, 2, { datamatch: BigInt(q) }));
-        this.wirings.push({ state, controlFd, queueFds });
+          queueMaxSizes: [QUEUE_SIZE], deviceConfig: blockConfig(disk.sizeBytes),
+        }));
         this.metrics.push(new SharedArrayBuffer(8 * BLOCK_METRICS.SLOTS));
-      });
+      }
+      if (opts.rng) {
+        const wiring = this.add({ deviceId: VIRTIO_ID.RNG, classCode: [0xff, 0x00, 0x00], features: RNG_FEATURES, queueMaxSizes: [QUEUE_SIZE], deviceConfig: new Uint8Array() });
+        this.wirings.push(wiring);
+        this.rng = { wiring, metrics: new SharedArrayBuffer(8 * RNG_METRICS.SLOTS) };
+      }
       this.wakeFd = this.eventfd();
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  /** The next function: its BAR after the previous ones in the 32-bit window, an eventfd per queue. */
+  private add(spec: Omit<VirtioPciDeviceSpec, 'barAddress'>): VirtioPciWiring {
+    const barAddress = LAYOUT.PCI_MMIO32 + this.wirings.length * BAR_LAYOUT.SIZE;
+    const state = createVirtioPciDevice({ ...spec, barAddress });
+    const controlFd = this.eventfd();
+    const queueFds = spec.queueMaxSizes.map(() => this.eventfd());
+    // A 16-bit write of the queue index to the notify address signals the queue's eventfd in the kernel.
+    queueFds.forEach((fd, q) => this.vm.ioeventfd(fd, barAddress + BAR_LAYOUT.NOTIFY, 2, { datamatch: BigInt(q) }));
+    return { state, controlFd, queueFds };
   }
 
   private eventfd(): number {
@@ -70,19 +91,16 @@ export class VirtioBlockDrives {
     return fd;
   }
 
-  get count(): number {
-    return this.disks.length;
-  }
-
-  /** Starts the I/O worker (only if there are drives). */
+  /** Starts the I/O worker (only if there are devices). */
   start(memory: { vmFd: number; memoryAddr: number; memoryBytes: number; regions: MemoryRegion[]; kickSignal: number }, onFailure: (why: string) => void): void {
-    if (this.disks.length === 0) return;
+    if (this.wirings.length === 0) return;
     const data: IoWorkerData = {
       ...memory, stop: this.stop, wakeFd: this.wakeFd,
       blocks: this.disks.map((d, i) => ({
         wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
         serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
       })),
+      rng: this.rng,
     };
     const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: data });
     this.worker = worker;
@@ -99,6 +117,12 @@ export class VirtioBlockDrives {
 
   deviceMetrics(): (BlockDeviceMetrics & { path: string })[] {
     return this.disks.map((d, i) => ({ path: d.path, ...readBlockMetrics(this.metrics[i]!) }));
+  }
+
+  rngMetrics(): RngMetrics | undefined {
+    if (!this.rng) return undefined;
+    const m = new Float64Array(this.rng.metrics);
+    return { requests: m[RNG_METRICS.REQUESTS]!, bytes: m[RNG_METRICS.BYTES]!, notifications: m[RNG_METRICS.NOTIFICATIONS]!, errors: m[RNG_METRICS.ERRORS]! };
   }
 
   /** Tells the worker to stop (synchronous: usable from a process 'exit' hook). */

@@ -1,0 +1,93 @@
+// The I/O side every virtio-pci device shares: started when the driver sets DRIVER_OK, it pops
+// requests from the queues on each notification, lets the device carry them out, returns them and
+// interrupts the guest through MSI-X. A broken ring sets DEVICE_NEEDS_RESET; nothing the guest
+// does reaches the host.
+import type { GuestMemory } from '../../memory/guest-memory.js';
+import { MsixTable, msixEnabled } from '../pci/msix.js';
+import { PciConfigSpace } from '../pci/config-space.js';
+import { NO_VECTOR, STATUS, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VirtioPciCommonConfig } from './pci-common.js';
+import type { VirtioPciState } from './pci-device.js';
+import { QueueError, SplitQueue, type DescriptorChain } from './split-queue.js';
+
+/** How the device raises an MSI: address and data from the vector's table entry. */
+export type SignalMsi = (address: bigint, data: number) => void;
+
+export abstract class VirtioDeviceRuntime {
+  private readonly common: VirtioPciCommonConfig;
+  private readonly msix: MsixTable;
+  private readonly config: PciConfigSpace;
+  private queues: (SplitQueue | undefined)[] | undefined;
+
+  constructor(protected readonly memory: GuestMemory, private readonly state: VirtioPciState, private readonly signalMsi: SignalMsi) {
+    this.common = new VirtioPciCommonConfig(state.common);
+    this.msix = new MsixTable(state.msix, state.msixVectors);
+    this.config = new PciConfigSpace(state.config);
+  }
+
+  /** Carries out one request from queue `q`; returns the bytes written into the guest's buffers. */
+  protected abstract handle(q: number, chain: DescriptorChain): number;
+
+  /** Counts a notification, a broken ring (for metrics). */
+  protected notified(): void {}
+  protected ringBroken(): void {}
+
+  /** The driver started or reset the device. */
+  onControl(): void {
+    const status = this.common.status;
+    if (!(status & STATUS.DRIVER_OK) || (status & STATUS.DEVICE_NEEDS_RESET)) {
+      this.queues = undefined;
+      return;
+    }
+    if (this.queues) return;
+    const features = this.common.driverFeatures;
+    const flags = { indirect: (features & VIRTIO_F_INDIRECT_DESC) !== 0n, eventIdx: (features & VIRTIO_F_EVENT_IDX) !== 0n };
+    try {
+      this.queues = this.common.queueLayouts().map((l) => (l ? new SplitQueue(this.memory, l, flags) : undefined));
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    // Requests may have been made available before we were told to start.
+    this.queues.forEach((_, q) => this.process(q));
+  }
+
+  /** A notification on queue `q`. */
+  onNotify(q: number): void {
+    this.notified();
+    this.process(q);
+  }
+
+  private process(q: number): void {
+    const queue = this.queues?.[q];
+    if (!queue) return;
+    try {
+      for (let chain = queue.pop(); chain; chain = queue.pop()) queue.push(chain.head, this.handle(q, chain));
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (queue.needsInterrupt()) this.interrupt(this.common.vector(q));
+  }
+
+  /** A ring broke the rules: stop using it until the driver resets the device, and tell it. */
+  private fail(e: unknown): void {
+    if (!(e instanceof QueueError)) throw e;
+    this.ringBroken();
+    this.queues = undefined;
+    this.common.setNeedsReset();
+    this.interrupt(this.common.vector(-1));
+  }
+
+  private interrupt(vector: number): void {
+    if (vector === NO_VECTOR || vector >= this.msix.vectors) return;
+    const { enabled, functionMasked } = msixEnabled(this.config, this.state.msixCap);
+    // Without MSI-X (INTx) we raise nothing: every driver of ours enables MSI-X.
+    if (!enabled) return;
+    const msg = this.msix.message(vector);
+    if (msg.masked || functionMasked) {
+      this.msix.setPending(vector, true);
+      return;
+    }
+    this.signalMsi(msg.address, msg.data);
+  }
+}
