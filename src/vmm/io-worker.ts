@@ -37,6 +37,7 @@ devices.forEach(({ wiring }, d) => {
   wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
 });
 
+port.postMessage({ type: 'io-ready', tid: libc.gettid() });
 let failure: string | undefined;
 try {
   while (Atomics.load(stop, 0) === 0) {

@@ -48,6 +48,8 @@ export class VirtioDevices {
   private readonly fds: number[] = [];
   private readonly stop = new SharedArrayBuffer(4);
   private wakeFd = -1;
+  /** The I/O worker's thread id, once it runs (for its CPU time). */
+  ioTid: number | undefined;
   private worker: Worker | undefined;
   private exited: Promise<string | undefined> | undefined;
 
@@ -106,7 +108,10 @@ export class VirtioDevices {
     this.worker = worker;
     this.exited = new Promise((resolve) => {
       let failure: string | undefined;
-      worker.on('message', (m: { type: string; failure?: string }) => { if (m.type === 'io-exit') failure = m.failure; });
+      worker.on('message', (m: { type: string; failure?: string; tid?: number }) => {
+        if (m.type === 'io-exit') failure = m.failure;
+        if (m.type === 'io-ready') this.ioTid = m.tid;
+      });
       worker.on('error', (e) => { failure = e.message; });
       worker.on('exit', () => {
         if (failure) onFailure(failure);

@@ -42,6 +42,8 @@ export interface VmMetrics {
   disks: ReturnType<Machine['blockMetrics']>;
   /** The entropy device: requests and bytes handed to the guest. */
   rng: ReturnType<Machine['rngMetrics']>;
+  /** CPU time of the I/O worker thread (all virtio devices), ns. */
+  ioThreadCpuNs: number;
 }
 
 type VmState = 'created' | 'running' | 'paused' | 'exited';
@@ -245,6 +247,6 @@ export class Vm {
   }
 
   metrics(): VmMetrics {
-    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), rng: this.machine.rngMetrics() };
+    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), rng: this.machine.rngMetrics(), ioThreadCpuNs: this.machine.ioThreadCpuNs() };
   }
 }
