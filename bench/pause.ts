@@ -1,7 +1,7 @@
 // bench:pause — pause and resume latency of a running 2-vCPU VM (median of 100 cycles), Typevisor
 // beside QEMU (QMP stop/cont) on the same spinning guest, and our host CPU time per cycle.
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { threadCpuNs } from '../src/sys/thread-cpu.js';
 import { createConnection, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { tempDir } from '../test/helpers/native.js';
@@ -22,10 +22,6 @@ function buildSpinGuest(): string {
 
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
-/** CPU time of the calling thread in ns (schedstat's first field): the VMM's cost, not the spinning guest's. */
-function threadCpuNs(): number {
-  return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
-}
 
 async function ours(kernel: string): Promise<{ pause: number; resume: number; cpuUsPerCycle: number }> {
   const vm = await Vm.create({ kernel, vcpus: 2, memoryMib: 256 });
@@ -41,6 +37,7 @@ async function ours(kernel: string): Promise<{ pause: number; resume: number; cp
   const resumes: number[] = [];
   let cpuNs = 0;
   for (let i = 0; i < CYCLES; i++) {
+    // The main thread's CPU time only: the VMM's cost, not the spinning guest's.
     const c0 = threadCpuNs();
     let t0 = process.hrtime.bigint();
     await vm.pause();

@@ -262,8 +262,7 @@ export class VcpuFd {
   completePendingIo(): void {
     this.immediateExit = true;
     try {
-      const r = libc.ioctlRaw(this.fd, KVM.RUN, 0);
-      if (r < 0 && -r !== libc.EINTR && -r !== libc.EAGAIN) throw libc.syscallError('KVM_RUN', -r);
+      this.run();
     } finally {
       this.immediateExit = false;
     }

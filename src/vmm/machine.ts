@@ -1,6 +1,6 @@
 // One VM's KVM objects: the VM fd, guest memory (memfd, mapped once), vCPUs and their worker threads.
 import { Worker } from 'node:worker_threads';
-import { readFileSync } from 'node:fs';
+import { threadCpuNs } from '../sys/thread-cpu.js';
 import { TypevisorError, check } from '../base/errors.js';
 import { Kvm, VcpuFd, VmFd } from '../kvm/kvm.js';
 import { KVM_CAP } from '../kvm/ioctls.js';
@@ -278,12 +278,7 @@ export class Machine {
   /** CPU time the I/O worker thread has used, in ns (0 before it runs): the VMM's cost of device I/O. */
   ioThreadCpuNs(): number {
     const tid = this.drives?.ioTid;
-    if (tid === undefined) return 0;
-    try {
-      return Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      return 0;
-    }
+    return tid === undefined ? 0 : threadCpuNs(tid);
   }
 
   rngMetrics(): ReturnType<VirtioDevices['rngMetrics']> {

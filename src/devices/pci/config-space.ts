@@ -52,7 +52,7 @@ export interface PciIdentity {
 }
 
 export class PciConfigSpace {
-  /** The function's registers (shared memory: any vCPU thread may serve an access). */
+  /** The function's registers, in shared memory so that every vCPU thread can serve an access. */
   readonly bytes: Uint8Array;
   private readonly mask: Uint8Array;
 

@@ -14,8 +14,8 @@ export class FileDisk implements BlockBackend {
   private constructor(readonly path: string, private readonly fd: number, readonly sizeBytes: number, readonly readOnly: boolean) {}
 
   /**
-   * Opens an image. Read-write drives take an exclusive lock, read-only ones a shared lock: any
-   * number of VMs may read an image nobody writes. Errors name the file, the problem and the fix.
+   * Opens an image. Read-write drives take an exclusive lock, read-only ones a shared lock, so
+   * several VMs may read an image nobody writes. Errors name the file, the problem and the fix.
    */
   static open(path: string, opts: { readOnly: boolean }): FileDisk {
     let fd: number;

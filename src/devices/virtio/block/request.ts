@@ -2,6 +2,7 @@
 // (type, reserved, sector) in readable buffers, data (readable for writes, writable for reads),
 // and a one-byte status as the very last writable byte. Everything is checked against the disk's
 // size before the backend is touched: a bad request gets IOERR/UNSUPP, never a write outside the image.
+import { concatBytes } from '../../../base/bytes.js';
 import type { GuestMemory } from '../../../memory/guest-memory.js';
 import type { DescriptorChain, GuestBuffer } from '../split-queue.js';
 
@@ -48,18 +49,10 @@ class RequestError extends Error {
 
 /** Copies `len` bytes starting `skip` bytes into the buffers (a gather across buffer boundaries). */
 function gather(memory: GuestMemory, buffers: readonly GuestBuffer[], skip: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let done = 0;
-  for (const b of buffers) {
-    if (done === len) break;
-    if (skip >= b.len) { skip -= b.len; continue; }
-    const n = Math.min(b.len - skip, len - done);
-    out.set(memory.slice(b.gpa + skip, n), done);
-    done += n;
-    skip = 0;
-  }
-  if (done < len) throw new RequestError(VIRTIO_BLK_S.IOERR, `request is ${len - done} bytes short`);
-  return out;
+  const parts = views(memory, buffers, skip, len);
+  const found = parts.reduce((n, p) => n + p.length, 0);
+  if (found < len) throw new RequestError(VIRTIO_BLK_S.IOERR, `request is ${len - found} bytes short`);
+  return concatBytes(parts);
 }
 
 /** The guest-memory views of `buffers` covering `len` bytes from their start. */
