@@ -34,6 +34,8 @@ const raw = {
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, uint8_t *event)') as (epfd: number, op: number, fd: number, ev: Uint8Array) => number,
   epollWait: libc.func('int epoll_wait(int epfd, _Out_ uint8_t *events, int max, int timeout)') as (epfd: number, ev: Uint8Array, max: number, timeout: number) => number,
   flock: libc.func('int flock(int fd, int op)') as (fd: number, op: number) => number,
+  preadv: libc.func('long preadv(int fd, const uint8_t *iov, int iovcnt, long offset)') as (fd: number, iov: Uint8Array, n: number, off: number) => number,
+  pwritev: libc.func('long pwritev(int fd, const uint8_t *iov, int iovcnt, long offset)') as (fd: number, iov: Uint8Array, n: number, off: number) => number,
   fallocate: libc.func('int fallocate(int fd, int mode, long offset, long len)') as (fd: number, mode: number, off: number, len: number) => number,
 };
 
@@ -136,9 +138,41 @@ export function madvise(addr: number, len: number, advice: number): void {
   checked('madvise', raw.madvise(addr, len, advice));
 }
 
+/** Host addresses of the buffers hostView made, so views into them can be handed to vectored I/O. */
+const hostViewAddresses = new WeakMap<ArrayBuffer, number>();
+
 /** A zero-copy ArrayBuffer over host memory at `addr` (an mmap'ed range this process owns). */
 export function hostView(addr: number, len: number): ArrayBuffer {
-  return koffi.view(addr, len);
+  const buffer = koffi.view(addr, len);
+  hostViewAddresses.set(buffer, addr);
+  return buffer;
+}
+
+/** The host address of a view into a hostView buffer; undefined for ordinary JS memory. */
+export function hostAddressOf(view: Uint8Array): number | undefined {
+  const base = hostViewAddresses.get(view.buffer as ArrayBuffer);
+  return base === undefined ? undefined : base + view.byteOffset;
+}
+
+/** Bytes of one struct iovec (void *base, size_t len). */
+export const IOVEC_BYTES = 16;
+
+/** preadv(2) into the `count` iovecs in `iov`; returns bytes read (short at end of file). Retries EINTR. */
+export function preadv(fd: number, iov: Uint8Array, count: number, offset: number): number {
+  for (;;) {
+    const n = raw.preadv(fd, iov, count, offset);
+    if (n >= 0) return n;
+    if (errno() !== EINTR) throw syscallError('preadv', errno());
+  }
+}
+
+/** pwritev(2) from the `count` iovecs in `iov`; returns bytes written (may be short). Retries EINTR. */
+export function pwritev(fd: number, iov: Uint8Array, count: number, offset: number): number {
+  for (;;) {
+    const n = raw.pwritev(fd, iov, count, offset);
+    if (n >= 0) return n;
+    if (errno() !== EINTR) throw syscallError('pwritev', errno());
+  }
 }
 
 export function epollCreate(): number {

@@ -1,9 +1,11 @@
 // The I/O worker thread: epoll over the virtio devices' eventfds (queue notifications arrive
 // through KVM_IOEVENTFD without a vCPU exit), requests carried out in place on guest memory,
-// interrupts raised with KVM_SIGNAL_MSI. One thread serves every device of the VM.
+// interrupts raised through irqfd (an eventfd write; this thread owns the GSI routing table).
+// One thread serves every device of the VM.
 import { parentPort, workerData } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import { VmFd } from '../kvm/kvm.js';
+import { MsiRouter } from '../kvm/msi-routes.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { BlockDeviceRuntime } from '../devices/virtio/block/device.js';
@@ -24,14 +26,17 @@ libc.blockSignals([data.kickSignal]);
 const WAKE = 0xffffff;
 const ep = libc.epollCreate();
 libc.epollAdd(ep, data.wakeFd, WAKE);
-const signalMsi: SignalMsi = (address, msiData) => {
-  vm.signalMsi(Number(address & 0xffffffffn), Number(address >> 32n), msiData);
+const router = new MsiRouter(vm);
+/** A device's MSI-X vectors raise through their irqfds; a vector without one (none today) is dropped. */
+const signalsOf = (wiring: VirtioPciWiring): SignalMsi => (vector, address, msiData) => {
+  const irq = wiring.vectors[vector];
+  if (irq) router.raise(irq, address, msiData);
 };
 const devices: { runtime: VirtioDeviceRuntime; wiring: VirtioPciWiring }[] = data.blocks.map((b) => ({
-  runtime: new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalMsi),
+  runtime: new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalsOf(b.wiring)),
   wiring: b.wiring,
 }));
-if (data.rng) devices.push({ runtime: new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalMsi), wiring: data.rng.wiring });
+if (data.rng) devices.push({ runtime: new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalsOf(data.rng.wiring)), wiring: data.rng.wiring });
 devices.forEach(({ wiring }, d) => {
   libc.epollAdd(ep, wiring.controlFd, d * 1024);
   wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));

@@ -1,9 +1,10 @@
 // The VM's virtio devices, main-thread side: opens and locks the disk images, lays the functions
 // out on PCI bus 0 (drives first, then the entropy device), registers each queue's notify address
-// with KVM_IOEVENTFD, and runs the I/O worker that serves them all.
+// with KVM_IOEVENTFD, gives each MSI-X vector an irqfd, and runs the I/O worker that serves them all.
 import { Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import type { VmFd } from '../kvm/kvm.js';
+import { MsiVectorAllocator } from '../kvm/msi-routes.js';
 import type { MemoryRegion } from '../memory/guest-memory.js';
 import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { blockConfig, blockFeatures } from '../devices/virtio/block/config.js';
@@ -51,10 +52,12 @@ export class VirtioDevices {
   /** The I/O worker's thread id, once it runs (for its CPU time). */
   ioTid: number | undefined;
   private worker: Worker | undefined;
+  private readonly msiVectors: MsiVectorAllocator;
   private exited: Promise<string | undefined> | undefined;
 
   /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
   constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean }) {
+    this.msiVectors = new MsiVectorAllocator(vm, () => this.eventfd());
     try {
       for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
       for (const disk of this.disks) {
@@ -82,9 +85,10 @@ export class VirtioDevices {
     const state = createVirtioPciDevice({ ...spec, barAddress });
     const controlFd = this.eventfd();
     const queueFds = spec.queueMaxSizes.map(() => this.eventfd());
+    const vectors = this.msiVectors.allocate(state.msixVectors);
     // A 16-bit write of the queue index to the notify address signals the queue's eventfd in the kernel.
     queueFds.forEach((fd, q) => this.vm.ioeventfd(fd, barAddress + BAR_LAYOUT.NOTIFY, 2, { datamatch: BigInt(q) }));
-    return { state, controlFd, queueFds };
+    return { state, controlFd, queueFds, vectors };
   }
 
   private eventfd(): number {

@@ -9,8 +9,8 @@ import { NO_VECTOR, STATUS, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VirtioPc
 import type { VirtioPciState } from './pci-device.js';
 import { QueueError, SplitQueue, type DescriptorChain } from './split-queue.js';
 
-/** How the device raises an MSI: address and data from the vector's table entry. */
-export type SignalMsi = (address: bigint, data: number) => void;
+/** How the device raises MSI-X vector `vector` with the message from its table entry. */
+export type SignalMsi = (vector: number, address: bigint, data: number) => void;
 
 export abstract class VirtioDeviceRuntime {
   private readonly common: VirtioPciCommonConfig;
@@ -31,8 +31,9 @@ export abstract class VirtioDeviceRuntime {
   protected notified(): void {}
   protected ringBroken(): void {}
 
-  /** The driver started or reset the device. */
+  /** The driver started or reset the device, or unmasked a vector with an interrupt pending. */
   onControl(): void {
+    this.deliverPending();
     const status = this.common.status;
     if (!(status & STATUS.DRIVER_OK) || (status & STATUS.DEVICE_NEEDS_RESET)) {
       this.queues = undefined;
@@ -78,6 +79,19 @@ export abstract class VirtioDeviceRuntime {
     this.interrupt(this.common.vector(-1));
   }
 
+  /** Interrupts held back while their vector was masked go out once it is unmasked (PCI 3.0 §6.8.3.4). */
+  private deliverPending(): void {
+    const { enabled, functionMasked } = msixEnabled(this.config, this.state.msixCap);
+    if (!enabled || functionMasked) return;
+    for (let v = 0; v < this.msix.vectors; v++) {
+      if (!this.msix.isPending(v)) continue;
+      const msg = this.msix.message(v);
+      if (msg.masked) continue;
+      this.msix.setPending(v, false);
+      this.signalMsi(v, msg.address, msg.data);
+    }
+  }
+
   private interrupt(vector: number): void {
     if (vector === NO_VECTOR || vector >= this.msix.vectors) return;
     const { enabled, functionMasked } = msixEnabled(this.config, this.state.msixCap);
@@ -88,6 +102,6 @@ export abstract class VirtioDeviceRuntime {
       this.msix.setPending(vector, true);
       return;
     }
-    this.signalMsi(msg.address, msg.data);
+    this.signalMsi(vector, msg.address, msg.data);
   }
 }

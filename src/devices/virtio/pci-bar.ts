@@ -15,6 +15,8 @@ export interface VirtioPciWiring {
   controlFd: number;
   /** One per queue, signalled on a notification. */
   queueFds: number[];
+  /** One per MSI-X vector: the irqfd that raises it and its GSI. */
+  vectors: { fd: number; gsi: number }[];
 }
 
 export function virtioBarDevice(w: VirtioPciWiring): BusDevice {
@@ -23,7 +25,10 @@ export function virtioBarDevice(w: VirtioPciWiring): BusDevice {
     reset: () => libc.eventfdSignal(w.controlFd),
   });
   const msix = new MsixTable(w.state.msix, w.state.msixVectors);
-  const table = msix.tableDevice();
+  // Unmasking a vector with an interrupt pending: the I/O side delivers it (see onControl).
+  const table = msix.tableDevice((vector) => {
+    if (msix.isPending(vector) && !msix.message(vector).masked) libc.eventfdSignal(w.controlFd);
+  });
   const pba = msix.pbaDevice();
   const isr = new Int32Array(w.state.isr);
   const region = (offset: number): [BusDevice | undefined, number] => {

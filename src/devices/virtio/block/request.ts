@@ -19,10 +19,10 @@ const WRITE_ZEROES_FLAG_UNMAP = 1;
 export interface BlockBackend {
   readonly sizeBytes: number;
   readonly readOnly: boolean;
-  /** Fills `into` (a view of guest memory) from `offset`. */
-  read(offset: number, into: Uint8Array): void;
-  /** Writes `from` at `offset`; returns once the bytes are in the file (not necessarily on the disk). */
-  write(offset: number, from: Uint8Array): void;
+  /** Fills the buffers `into` (views of guest memory), one after another, from `offset`. */
+  read(offset: number, into: readonly Uint8Array[]): void;
+  /** Writes the buffers `from` back to back at `offset`; returns once the bytes are in the file (not necessarily on the disk). */
+  write(offset: number, from: readonly Uint8Array[]): void;
   /** Makes every completed write durable. */
   flush(): void;
   /** The range need not keep its contents (a hole may be punched). */
@@ -108,22 +108,14 @@ export function handleBlockRequest(memory: GuestMemory, chain: DescriptorChain, 
     };
     switch (type) {
       case VIRTIO_BLK_T.IN: {
-        let offset = range(sector, dataIn);
-        for (const v of views(memory, chain.writable, 0, dataIn)) {
-          backend.read(offset, v);
-          offset += v.length;
-        }
+        backend.read(range(sector, dataIn), views(memory, chain.writable, 0, dataIn));
         bytes = dataIn;
         written += dataIn;
         break;
       }
       case VIRTIO_BLK_T.OUT: {
         writable();
-        let offset = range(sector, dataOut);
-        for (const v of views(memory, chain.readable, 16, dataOut)) {
-          backend.write(offset, v);
-          offset += v.length;
-        }
+        backend.write(range(sector, dataOut), views(memory, chain.readable, 16, dataOut));
         bytes = dataOut;
         break;
       }
@@ -194,13 +186,19 @@ export class MemoryDisk implements BlockBackend {
     return this.data.length;
   }
 
-  read(offset: number, into: Uint8Array): void {
-    into.set(this.data.subarray(offset, offset + into.length));
+  read(offset: number, into: readonly Uint8Array[]): void {
+    for (const v of into) {
+      v.set(this.data.subarray(offset, offset + v.length));
+      offset += v.length;
+    }
   }
 
-  write(offset: number, from: Uint8Array): void {
+  write(offset: number, from: readonly Uint8Array[]): void {
     if (this.readOnly) throw new Error('read-only');
-    this.data.set(from, offset);
+    for (const v of from) {
+      this.data.set(v, offset);
+      offset += v.length;
+    }
   }
 
   flush(): void {

@@ -135,12 +135,13 @@ test('property: random requests never throw, and a write changes only the sector
 test('fuzz: 100 000 random rings through the queue and the block device; the disk is never addressed out of range', async () => {
   const { SplitQueue, QueueError } = await import('../../../../src/devices/virtio/split-queue.js');
   const size = 16 * SECTOR;
+  const total = (parts: readonly Uint8Array[]): number => parts.reduce((n, p) => n + p.length, 0);
   let outOfRange = 0;
   const inner = new MemoryDisk(size);
   const strict: BlockBackend = {
     sizeBytes: size, readOnly: false,
-    read: (o, into) => { if (o < 0 || o + into.length > size) outOfRange++; else inner.read(o, into); },
-    write: (o, from) => { if (o < 0 || o + from.length > size) outOfRange++; else inner.write(o, from); },
+    read: (o, into) => { if (o < 0 || o + total(into) > size) outOfRange++; else inner.read(o, into); },
+    write: (o, from) => { if (o < 0 || o + total(from) > size) outOfRange++; else inner.write(o, from); },
     flush: () => undefined,
     discard: (o, l) => { if (o < 0 || o + l > size) outOfRange++; },
     writeZeroes: (o, l) => { if (o < 0 || o + l > size) outOfRange++; },
