@@ -2,12 +2,14 @@
 import { TypevisorError } from '../base/errors.js';
 import { runCommand } from './run-command.js';
 import { guestCommand } from './guest-command.js';
+import { imageCommand } from './image-command.js';
 
 const USAGE = `Usage: typevisor <command> [options]
 
 Commands:
   run [options] [-- CMD ARGS...]   boot a VM; with CMD, run it in the guest and exit with its status
   guest build [NAME]               build (or fetch) a guest: default, debian-cloud
+  image create NAME --size SIZE    make an ext4 disk image (--from debian: a bootable Debian for run --root)
 
 Run 'typevisor <command> --help' for a command's options.`;
 
@@ -19,6 +21,8 @@ export async function main(argv: string[]): Promise<number> {
         return await runCommand(rest);
       case 'guest':
         return await guestCommand(rest);
+      case 'image':
+        return await imageCommand(rest);
       case undefined:
       case '-h':
       case '--help':

@@ -22,12 +22,17 @@ Options:
   --memory SIZE     guest memory, e.g. 256M or 2G (default 256M)
   --disk FILE[,ro]  attach a raw disk image as a virtio-blk drive (/dev/vda, vdb, … in order;
                     repeatable; ,ro = read-only). The image is locked while the VM runs.
+  --root FILE       boot with this ext4 image as / (e.g. from 'typevisor image create --from debian'):
+                    it becomes /dev/vda, before any --disk, and the kernel starts its /sbin/init
+                    (the default guest's kernel unless --kernel is given)
   --quiet           do not show the boot log
   --no-reboot       end when the guest reboots, instead of booting it again
   -h, --help        this help`;
 
 interface RunOptions {
   assets: GuestAssets;
+  /** Booting from a root disk: the guest's initramfs stays out. */
+  root: boolean;
   cmdline: string;
   vcpus: number;
   memoryMib: number;
@@ -46,7 +51,7 @@ function parse(argv: string[]): RunOptions | 'help' {
       options: {
         guest: { type: 'string' }, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' },
         cpus: { type: 'string' }, memory: { type: 'string' }, quiet: { type: 'boolean' }, 'no-reboot': { type: 'boolean' },
-        disk: { type: 'string', multiple: true },
+        disk: { type: 'string', multiple: true }, root: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -71,10 +76,20 @@ function parse(argv: string[]): RunOptions | 'help' {
     if (!m || m[1]!.includes(',')) throw new TypevisorError('INVALID_ARGUMENT', `--disk '${spec}' — write FILE or FILE,ro`);
     return { path: m[1]!, readOnly: m[2] !== undefined };
   });
+  let rootCmdline = '';
+  if (v.root !== undefined) {
+    if (v.guest !== undefined && v.guest !== 'default') {
+      throw new TypevisorError('INVALID_ARGUMENT', `--root boots the default guest's kernel (or --kernel); the ${v.guest} guest cannot mount a root disk`);
+    }
+    if (v.initrd) throw new TypevisorError('INVALID_ARGUMENT', '--root boots without an initrd: leave --initrd out');
+    disks.unshift({ path: v.root, readOnly: false });
+    rootCmdline = 'root=/dev/vda rw rootfstype=ext4';
+  }
   return {
     disks,
     assets: v.kernel ? { name: 'custom', kernel: v.kernel, initrd: v.initrd } : { name: v.guest ?? 'default', kernel: '' },
-    cmdline: v.cmdline ?? '',
+    root: v.root !== undefined,
+    cmdline: [rootCmdline, v.cmdline ?? ''].filter((s) => s !== '').join(' '),
     vcpus,
     memoryMib: memoryBytes / 2 ** 20,
     quiet: v.quiet ?? false,
@@ -91,6 +106,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   if (opts.assets.name !== 'custom') {
     opts.assets = await guestAssets(opts.assets.name, (line) => { if (!opts.quiet) process.stderr.write(`${line}\n`); });
+    if (opts.root) opts.assets = { ...opts.assets, initrd: undefined };
   }
   return opts.command.length > 0 ? runGuestCommand(opts) : runInteractive(opts);
 }
