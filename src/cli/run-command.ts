@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { TypevisorError } from '../base/errors.js';
 import { parseSize } from '../base/size.js';
 import { Vm, type VmExit } from '../vmm/vm.js';
+import { parseMac } from '../vmm/virtio-devices.js';
+import { isInterfaceName } from '../sys/tap.js';
 import { guestAssets, GUEST_NAMES, type GuestAssets } from '../guest/default-guest.js';
 import { CommandConsoleParser, encodeCommand } from '../guest/command-protocol.js';
 import { attachConsole } from './console-attach.js';
@@ -22,6 +24,9 @@ Options:
   --memory SIZE     guest memory, e.g. 256M or 2G (default 256M)
   --disk FILE[,ro]  attach a raw disk image as a virtio-blk drive (/dev/vda, vdb, … in order;
                     repeatable; ,ro = read-only). The image is locked while the VM runs.
+  --net tap=NAME[,mac=MAC]
+                    a virtio-net NIC on the host TAP interface NAME (created if absent; root or
+                    CAP_NET_ADMIN needed); eth0, eth1, … in order (repeatable)
   --root FILE       boot with this ext4 image as / (e.g. from 'typevisor image create --from debian'):
                     it becomes /dev/vda, before any --disk, and the kernel starts its /sbin/init
                     (the default guest's kernel unless --kernel is given)
@@ -39,6 +44,7 @@ interface RunOptions {
   quiet: boolean;
   noReboot: boolean;
   disks: { path: string; readOnly: boolean }[];
+  nets: { tap: string; mac?: string }[];
   command: string[];
 }
 
@@ -51,7 +57,7 @@ function parse(argv: string[]): RunOptions | 'help' {
       options: {
         guest: { type: 'string' }, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' },
         cpus: { type: 'string' }, memory: { type: 'string' }, quiet: { type: 'boolean' }, 'no-reboot': { type: 'boolean' },
-        disk: { type: 'string', multiple: true }, root: { type: 'string' },
+        disk: { type: 'string', multiple: true }, root: { type: 'string' }, net: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -76,6 +82,13 @@ function parse(argv: string[]): RunOptions | 'help' {
     if (!m || m[1]!.includes(',')) throw new TypevisorError('INVALID_ARGUMENT', `--disk '${spec}' — write FILE or FILE,ro`);
     return { path: m[1]!, readOnly: m[2] !== undefined };
   });
+  const nets = (v.net ?? []).map((spec) => {
+    const m = /^tap=([^,]+)(?:,mac=([^,]+))?$/.exec(spec);
+    if (!m) throw new TypevisorError('INVALID_ARGUMENT', `--net '${spec}' — write tap=NAME or tap=NAME,mac=aa:bb:cc:dd:ee:ff`);
+    if (!isInterfaceName(m[1]!)) throw new TypevisorError('INVALID_ARGUMENT', `--net: '${m[1]}' is not an interface name (1–15 letters, digits, _ . -)`);
+    if (m[2] !== undefined && !parseMac(m[2])) throw new TypevisorError('INVALID_ARGUMENT', `--net: MAC address '${m[2]}' is not a unicast aa:bb:cc:dd:ee:ff`);
+    return m[2] === undefined ? { tap: m[1]! } : { tap: m[1]!, mac: m[2] };
+  });
   let rootCmdline = '';
   if (v.root !== undefined) {
     if (v.guest !== undefined && v.guest !== 'default') {
@@ -87,6 +100,7 @@ function parse(argv: string[]): RunOptions | 'help' {
   }
   return {
     disks,
+    nets,
     assets: v.kernel ? { name: 'custom', kernel: v.kernel, initrd: v.initrd } : { name: v.guest ?? 'default', kernel: '' },
     root: v.root !== undefined,
     cmdline: [rootCmdline, v.cmdline ?? ''].filter((s) => s !== '').join(' '),
@@ -113,7 +127,7 @@ export async function runCommand(argv: string[]): Promise<number> {
 
 function createVm(opts: RunOptions, extraCmdline: string): Promise<Vm> {
   return Vm.create({
-    kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib, disks: opts.disks,
+    kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib, disks: opts.disks, nets: opts.nets,
     cmdline: [opts.cmdline, extraCmdline].filter((s) => s !== '').join(' '),
   });
 }

@@ -36,6 +36,7 @@ const raw = {
   flock: libc.func('int flock(int fd, int op)') as (fd: number, op: number) => number,
   preadv: libc.func('long preadv(int fd, const uint8_t *iov, int iovcnt, long offset)') as (fd: number, iov: Uint8Array, n: number, off: number) => number,
   pwritev: libc.func('long pwritev(int fd, const uint8_t *iov, int iovcnt, long offset)') as (fd: number, iov: Uint8Array, n: number, off: number) => number,
+  writev: libc.func('long writev(int fd, const uint8_t *iov, int iovcnt)') as (fd: number, iov: Uint8Array, n: number) => number,
   fallocate: libc.func('int fallocate(int fd, int mode, long offset, long len)') as (fd: number, mode: number, off: number, len: number) => number,
 };
 
@@ -58,6 +59,7 @@ export const EWOULDBLOCK = 11;
 export const EOPNOTSUPP = 95;
 export const EPOLLIN = 1;
 const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_MOD = 3;
 const EPOLL_CLOEXEC = 0o2000000;
 /** struct epoll_event is packed on x86-64: u32 events, u64 data. */
 const EPOLL_EVENT_BYTES = 12;
@@ -189,6 +191,15 @@ export function epollAdd(epfd: number, fd: number, data: number): void {
 }
 
 /** Waits up to `timeoutMs` for input; returns the `data` of each ready fd (empty on timeout or EINTR). */
+/** Re-arms (`wanted`) or disarms an fd already in the set, keeping its data. */
+export function epollSetInterest(epfd: number, fd: number, data: number, wanted: boolean): void {
+  const ev = new Uint8Array(EPOLL_EVENT_BYTES);
+  const v = new DataView(ev.buffer);
+  v.setUint32(0, wanted ? EPOLLIN : 0, true);
+  v.setBigUint64(4, BigInt(data), true);
+  checked('epoll_ctl', raw.epollCtl(epfd, EPOLL_CTL_MOD, fd, ev));
+}
+
 export function epollWait(epfd: number, max: number, timeoutMs: number): number[] {
   const buf = new Uint8Array(EPOLL_EVENT_BYTES * max);
   const n = raw.epollWait(epfd, buf, max, timeoutMs);
@@ -243,6 +254,27 @@ export function eventfd(initial = 0, flags = EFD_CLOEXEC): number {
 
 export function read(fd: number, buf: Uint8Array): number {
   return checked('read', raw.read(fd, buf, buf.length));
+}
+
+/** read(2) on a non-blocking fd: bytes read, or -1 when nothing is there (EAGAIN). */
+export function readNonBlocking(fd: number, buf: Uint8Array): number {
+  for (;;) {
+    const n = raw.read(fd, buf, buf.length);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return -1;
+    if (e !== EINTR) throw syscallError('read', e);
+  }
+}
+
+/** writev(2) from `count` iovecs; returns bytes written, or -errno (the caller decides what a failure means). */
+export function writevRaw(fd: number, iov: Uint8Array, count: number): number {
+  for (;;) {
+    const n = raw.writev(fd, iov, count);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e !== EINTR) return -e;
+  }
 }
 
 export function write(fd: number, buf: Uint8Array): number {

@@ -10,6 +10,8 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { BlockDeviceRuntime } from '../devices/virtio/block/device.js';
 import { RngDeviceRuntime } from '../devices/virtio/rng.js';
+import { NetDeviceRuntime } from '../devices/virtio/net/device.js';
+import { TapBackend } from './tap-backend.js';
 import type { VirtioDeviceRuntime, SignalMsi } from '../devices/virtio/device-runtime.js';
 import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
 import type { IoWorkerData } from './virtio-devices.js';
@@ -32,13 +34,21 @@ const signalsOf = (wiring: VirtioPciWiring): SignalMsi => (vector, address, msiD
   const irq = wiring.vectors[vector];
   if (irq) router.raise(irq, address, msiData);
 };
-const devices: { runtime: VirtioDeviceRuntime; wiring: VirtioPciWiring }[] = data.blocks.map((b) => ({
+/** epoll slot of a device's backend fd (a TAP): after any queue's. */
+const BACKEND_SLOT = 1023;
+const devices: { runtime: VirtioDeviceRuntime; wiring: VirtioPciWiring; backendFd?: number }[] = data.blocks.map((b) => ({
   runtime: new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalsOf(b.wiring)),
   wiring: b.wiring,
 }));
+for (const n of data.nets) {
+  const id = devices.length * 1024 + BACKEND_SLOT;
+  const runtime = new NetDeviceRuntime(memory, n.wiring.state, new TapBackend(n.tapFd, (wanted) => libc.epollSetInterest(ep, n.tapFd, id, wanted)), n.metrics, signalsOf(n.wiring));
+  devices.push({ runtime, wiring: n.wiring, backendFd: n.tapFd });
+}
 if (data.rng) devices.push({ runtime: new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalsOf(data.rng.wiring)), wiring: data.rng.wiring });
-devices.forEach(({ wiring }, d) => {
+devices.forEach(({ wiring, backendFd }, d) => {
   libc.epollAdd(ep, wiring.controlFd, d * 1024);
+  if (backendFd !== undefined) libc.epollAdd(ep, backendFd, d * 1024 + BACKEND_SLOT);
   wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
 });
 
@@ -51,7 +61,9 @@ try {
       const dev = devices[Math.floor(id / 1024)];
       if (!dev) continue;
       const slot = id % 1024;
-      if (slot === 0) {
+      if (slot === BACKEND_SLOT) {
+        if (dev.runtime instanceof NetDeviceRuntime) dev.runtime.onBackendReadable();
+      } else if (slot === 0) {
         libc.eventfdRead(dev.wiring.controlFd);
         dev.runtime.onControl();
       } else {

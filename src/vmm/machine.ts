@@ -7,7 +7,7 @@ import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
 import { createLegacyDeviceState } from './legacy-devices.js';
-import { VirtioDevices, type DiskOptions } from './virtio-devices.js';
+import { VirtioDevices, type DiskOptions, type NetOptions } from './virtio-devices.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -39,6 +39,7 @@ export interface MachineOptions {
   disks?: readonly DiskOptions[];
   /** A virtio entropy device (default: absent; Vm adds one). */
   rng?: boolean;
+  nets?: readonly NetOptions[];
 }
 
 export interface MachineExit {
@@ -103,7 +104,7 @@ export class Machine {
       this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
-      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false });
+      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false, nets: options.nets ?? [] });
       for (const w of this.drives.wirings) {
         this.deviceState.pci.functions.push(w.state.config);
         this.deviceState.virtio.push(w);
@@ -279,6 +280,10 @@ export class Machine {
   ioThreadCpuNs(): number {
     const tid = this.drives?.ioTid;
     return tid === undefined ? 0 : threadCpuNs(tid);
+  }
+
+  netMetrics(): ReturnType<VirtioDevices['netMetrics']> {
+    return this.drives?.netMetrics() ?? [];
   }
 
   rngMetrics(): ReturnType<VirtioDevices['rngMetrics']> {

@@ -1,5 +1,5 @@
 // The VM's virtio devices, main-thread side: opens and locks the disk images, lays the functions
-// out on PCI bus 0 (drives first, then the entropy device), registers each queue's notify address
+// out on PCI bus 0 (drives first, then NICs on their TAPs, then the entropy device), registers each queue's notify address
 // with KVM_IOEVENTFD, gives each MSI-X vector an irqfd, and runs the I/O worker that serves them all.
 import { Worker } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
@@ -13,10 +13,25 @@ import { BAR_LAYOUT, createVirtioPciDevice, VIRTIO_ID, type VirtioPciDeviceSpec 
 import { RNG_FEATURES, RNG_METRICS } from '../devices/virtio/rng.js';
 import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
 import { LAYOUT } from '../arch/x86_64/layout.js';
+import { randomBytes } from 'node:crypto';
+import { TypevisorError } from '../base/errors.js';
+import { openTap, type Tap } from '../sys/tap.js';
+import { formatMac, NET_FEATURES, netConfig, parseMac, randomMac } from '../devices/virtio/net/config.js';
+import { NET_METRICS, readNetMetrics, type NetDeviceMetrics } from '../devices/virtio/net/device.js';
 
 export interface DiskOptions {
   path: string;
   readOnly?: boolean;
+}
+
+/** For callers that check a MAC before building anything (the CLI). */
+export { parseMac } from '../devices/virtio/net/config.js';
+
+export interface NetOptions {
+  /** The host TAP interface to attach to (created if absent). */
+  tap: string;
+  /** The guest's MAC address, aa:bb:cc:dd:ee:ff (default: a random locally administered one). */
+  mac?: string;
 }
 
 /** Queue size we offer: the driver may use fewer. */
@@ -31,6 +46,7 @@ export interface IoWorkerData {
   stop: SharedArrayBuffer;
   wakeFd: number;
   blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
+  nets: { wiring: VirtioPciWiring; tapFd: number; metrics: SharedArrayBuffer }[];
   rng?: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
 }
 
@@ -46,6 +62,7 @@ export class VirtioDevices {
   private readonly disks: FileDisk[] = [];
   private readonly metrics: SharedArrayBuffer[] = [];
   private rng: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
+  private readonly nets: { wiring: VirtioPciWiring; tap: Tap; mac: string; metrics: SharedArrayBuffer }[] = [];
   private readonly fds: number[] = [];
   private readonly stop = new SharedArrayBuffer(4);
   private wakeFd = -1;
@@ -56,7 +73,7 @@ export class VirtioDevices {
   private exited: Promise<string | undefined> | undefined;
 
   /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
-  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean }) {
+  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean; nets?: readonly NetOptions[] }) {
     this.msiVectors = new MsiVectorAllocator(vm, () => this.eventfd());
     try {
       for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
@@ -66,6 +83,17 @@ export class VirtioDevices {
           queueMaxSizes: [QUEUE_SIZE], deviceConfig: blockConfig(disk.sizeBytes),
         }));
         this.metrics.push(new SharedArrayBuffer(8 * BLOCK_METRICS.SLOTS));
+      }
+      for (const n of opts.nets ?? []) {
+        const mac = n.mac === undefined ? randomMac((k) => randomBytes(k)) : parseMac(n.mac);
+        if (!mac) throw new TypevisorError('INVALID_ARGUMENT', `MAC address '${n.mac}' is not a unicast aa:bb:cc:dd:ee:ff`);
+        const tap = openTap(n.tap);
+        this.fds.push(tap.fd);
+        const wiring = this.add({
+          deviceId: VIRTIO_ID.NET, classCode: [0x02, 0x00, 0x00], features: NET_FEATURES, queueMaxSizes: [QUEUE_SIZE, QUEUE_SIZE], deviceConfig: netConfig(mac),
+        });
+        this.wirings.push(wiring);
+        this.nets.push({ wiring, tap, mac: formatMac(mac), metrics: new SharedArrayBuffer(8 * NET_METRICS.SLOTS) });
       }
       if (opts.rng) {
         const wiring = this.add({ deviceId: VIRTIO_ID.RNG, classCode: [0xff, 0x00, 0x00], features: RNG_FEATURES, queueMaxSizes: [QUEUE_SIZE], deviceConfig: new Uint8Array() });
@@ -106,6 +134,7 @@ export class VirtioDevices {
         wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
         serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
       })),
+      nets: this.nets.map((n) => ({ wiring: n.wiring, tapFd: n.tap.fd, metrics: n.metrics })),
       rng: this.rng,
     };
     const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: data });
@@ -126,6 +155,10 @@ export class VirtioDevices {
 
   deviceMetrics(): (BlockDeviceMetrics & { path: string })[] {
     return this.disks.map((d, i) => ({ path: d.path, ...readBlockMetrics(this.metrics[i]!) }));
+  }
+
+  netMetrics(): (NetDeviceMetrics & { tap: string; mac: string })[] {
+    return this.nets.map((n) => ({ tap: n.tap.name, mac: n.mac, ...readNetMetrics(n.metrics) }));
   }
 
   rngMetrics(): RngMetrics | undefined {

@@ -24,6 +24,8 @@ export interface VmOptions {
   disks?: { path: string; readOnly?: boolean }[];
   /** A virtio entropy device fed from the host's CSPRNG (default true). */
   rng?: boolean;
+  /** Network interfaces (virtio-net), each on a host TAP: eth0, eth1, … */
+  nets?: { tap: string; mac?: string }[];
   /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
   hostKvm?: 'auto' | 'pvm' | 'hardware';
 }
@@ -40,6 +42,8 @@ export interface VmMetrics {
   assists: Record<string, number>;
   /** Per virtio-blk drive: requests, bytes read/written, errors, queue notifications, flushes. */
   disks: ReturnType<Machine['blockMetrics']>;
+  /** Per NIC: its TAP and MAC, packets and bytes each way, drops, queue notifications, errors. */
+  nets: ReturnType<Machine['netMetrics']>;
   /** The entropy device: requests and bytes handed to the guest. */
   rng: ReturnType<Machine['rngMetrics']>;
   /** CPU time of the I/O worker thread (all virtio devices), ns. */
@@ -90,7 +94,7 @@ export class Vm {
     }
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
-    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], rng: options.rng ?? true });
+    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], nets: options.nets ?? [], rng: options.rng ?? true });
     try {
       const cmdline = guestCommandLine({ user: options.cmdline, pvm });
       const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
@@ -247,6 +251,6 @@ export class Vm {
   }
 
   metrics(): VmMetrics {
-    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), rng: this.machine.rngMetrics(), ioThreadCpuNs: this.machine.ioThreadCpuNs() };
+    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), nets: this.machine.netMetrics(), rng: this.machine.rngMetrics(), ioThreadCpuNs: this.machine.ioThreadCpuNs() };
   }
 }

@@ -18,6 +18,9 @@ const cases: [string[], number, RegExp][] = [
   [['run', '--initrd', 'x.cpio'], 2, /--initrd goes with --kernel/],
   [['run', '--kernel', '/nonexistent/vmlinux', '--', 'true'], 1, /cannot read the kernel \/nonexistent\/vmlinux: no such file/],
   [['frobnicate'], 2, /unknown command 'frobnicate'/],
+  [['run', '--net', 'bridge0'], 2, /--net 'bridge0' — write tap=NAME or tap=NAME,mac=/],
+  [['run', '--net', 'tap=no/slash'], 2, /'no\/slash' is not an interface name/],
+  [['run', '--net', 'tap=tv0,mac=01:00:5e:00:00:01'], 2, /MAC address '01:00:5e:00:00:01' is not a unicast/],
 ];
 
 for (const [args, status, message] of cases) {

@@ -30,12 +30,32 @@ export abstract class VirtioDeviceRuntime {
   /** Counts a notification, a broken ring (for metrics). */
   protected notified(): void {}
   protected ringBroken(): void {}
+  /** The driver started the device with these features (queues are up), or it stopped (reset, broken ring). */
+  protected started(_features: bigint): void {}
+  protected stopped(): void {}
+
+  /** Queue `q` while the device runs. */
+  protected queue(q: number): SplitQueue | undefined {
+    return this.queues?.[q];
+  }
+
+  /** Interrupts the driver for queue `q` if what was returned on it since the last time asks for one. */
+  protected returned(q: number): void {
+    const queue = this.queues?.[q];
+    if (queue?.needsInterrupt()) this.interrupt(this.common.vector(q));
+  }
+
+  /** Marks the device broken (DEVICE_NEEDS_RESET) after a QueueError; rethrows anything else. */
+  protected broken(e: unknown): void {
+    this.fail(e);
+  }
 
   /** The driver started or reset the device, or unmasked a vector with an interrupt pending. */
   onControl(): void {
     this.deliverPending();
     const status = this.common.status;
     if (!(status & STATUS.DRIVER_OK) || (status & STATUS.DEVICE_NEEDS_RESET)) {
+      if (this.queues) this.stopped();
       this.queues = undefined;
       return;
     }
@@ -48,6 +68,7 @@ export abstract class VirtioDeviceRuntime {
       this.fail(e);
       return;
     }
+    this.started(features);
     // Requests may have been made available before we were told to start.
     this.queues.forEach((_, q) => this.process(q));
   }
@@ -58,7 +79,7 @@ export abstract class VirtioDeviceRuntime {
     this.process(q);
   }
 
-  private process(q: number): void {
+  protected process(q: number): void {
     const queue = this.queues?.[q];
     if (!queue) return;
     try {
@@ -74,6 +95,7 @@ export abstract class VirtioDeviceRuntime {
   private fail(e: unknown): void {
     if (!(e instanceof QueueError)) throw e;
     this.ringBroken();
+    if (this.queues) this.stopped();
     this.queues = undefined;
     this.common.setNeedsReset();
     this.interrupt(this.common.vector(-1));
