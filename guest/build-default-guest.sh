@@ -1,31 +1,36 @@
 #!/usr/bin/env bash
-# Builds Typevisor's default guest from Debian packages: a kernel from linux-source with our config
-# and patch (uncompressed vmlinux, PVH entry) and a busybox initramfs with our /init (guest/README.md).
-# Idempotent: the result is cached under ${XDG_CACHE_HOME:-~/.cache}/typevisor/guest/<version>/, where
-# the version is a hash of this recipe; an interrupted build leaves nothing that looks complete.
-# Prints progress on stderr and, on success, the result's directory on stdout (its last line).
-# Environment: JOBS (make -j, default nproc).
+# Builds Typevisor's default guest from Debian packages: the kernel (build-kernel.sh, cached on its
+# own) and a busybox initramfs with our /init and the guest agent (agent/typevisor-agent.c, static,
+# built with musl-gcc) — guest/README.md. Idempotent: the result is cached under
+# ${XDG_CACHE_HOME:-~/.cache}/typevisor/guest/<version>/, where the version is a hash of this recipe,
+# the kernel's version, /init and the agent's source; an interrupted build leaves nothing that
+# looks complete. Prints progress on stderr and, on success, the result's directory on stdout (its
+# last line). Environment: JOBS (make -j for the kernel, default nproc).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/typevisor/guest"
-# Build from a snapshot of the recipe, so that the version names exactly what was built even if
-# the files change during the build.
+die() { printf 'guest build failed: %s\n' "$*" >&2; exit 1; }
+
+# The kernel first: its directory name is its version.
+kdir=$("$here/build-kernel.sh" | tail -1) || die "the kernel build failed"
+[[ -f $kdir/vmlinux ]] || die "the kernel build printed no result"
+kversion=$(basename "$kdir")
+
+# Build from a snapshot of the recipe, so that the version names exactly what was built.
 recipe=$(mktemp -d "${TMPDIR:-/tmp}/typevisor-recipe-XXXXXX")
 trap 'rm -rf "$recipe"' EXIT
-cp "$here/kernel/config-fragment" "$here/kernel/pvm-syscall-fixup.patch" "$here/init" "$recipe/"
-version=$(cat "$here/build-default-guest.sh" "$recipe/config-fragment" "$recipe/pvm-syscall-fixup.patch" "$recipe/init" | sha256sum | cut -c1-12)
+cp "$here/init" "$here/agent/typevisor-agent.c" "$recipe/"
+version=$( { cat "$here/build-default-guest.sh" "$recipe/init" "$recipe/typevisor-agent.c"; echo "kernel $kversion"; } | sha256sum | cut -c1-12)
 out="$cache/$version"
 start=$(date +%s)
 step() { printf '[%4ds] %s\n' $(($(date +%s) - start)) "$*" >&2; }
-die() { printf 'guest build failed: %s\n' "$*" >&2; exit 1; }
 
 # A result counts only if every file it lists is there with the recorded checksum.
 verified() { [[ -f $1/SHA256SUMS && -f $1/manifest.json ]] && (cd "$1" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1); }
 if verified "$out"; then echo "$out"; exit 0; fi
 
-# Debian packages the build needs (the kernel's own build needs bc, flex, bison, libelf).
-packages=(linux-source-6.1 build-essential bc flex bison libelf-dev cpio busybox-static xz-utils)
+packages=(cpio busybox-static musl-tools)
 missing=()
 for p in "${packages[@]}"; do
   [[ $(dpkg-query -W -f '${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
@@ -35,18 +40,11 @@ if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || die "needs the Debian packages ${missing[*]} — run: sudo apt-get install ${missing[*]}"
   step "installing Debian packages: ${missing[*]}"
   apt-get update -qq >&2 || die "apt-get update failed — check the network and /etc/apt/sources.list"
-  for p in "${missing[@]}"; do
-    candidate=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [[ -n $candidate && $candidate != "(none)" ]] || die "Debian package $p is not available from the configured apt sources (this recipe needs Debian 12 bookworm's archive)"
-  done
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
     || die "apt-get install ${missing[*]} failed"
 fi
-src_tar=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -1 || true)
-[[ -n $src_tar ]] || die "linux-source-6.1 is installed but /usr/src/linux-source-6.1.tar.* is missing"
 
 mkdir -p "$cache"
-# One build per version at a time; a second caller waits and then finds the result.
 exec 9>"$cache/.lock-$version"
 if ! flock -n 9; then
   step "another build of $version is running; waiting for it"
@@ -60,38 +58,9 @@ trap cleanup EXIT
 trap 'step "interrupted; removing $work"; exit 130' INT
 trap 'step "terminated; removing $work"; exit 143' TERM
 
-step "unpacking $(basename "$src_tar") ($(dpkg-query -W -f '${Version}' linux-source-6.1))"
-tar -C "$work" -xf "$src_tar"
-ksrc="$work/linux-source-6.1"
-step "applying pvm-syscall-fixup.patch"
-patch -s -d "$ksrc" -p1 < "$recipe/pvm-syscall-fixup.patch" || die "kernel/pvm-syscall-fixup.patch does not apply to this linux-source"
-
-step "configuring: make tinyconfig + kernel/config-fragment"
-make -s -C "$ksrc" tinyconfig >/dev/null
-"$ksrc/scripts/kconfig/merge_config.sh" -m -O "$ksrc" "$ksrc/.config" "$recipe/config-fragment" >/dev/null
-make -s -C "$ksrc" olddefconfig >/dev/null
-# tinyconfig silently drops options whose dependencies are missing: check every line of the fragment.
-not_applied=()
-while IFS= read -r line; do
-  if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
-    grep -qxF "$line" "$ksrc/.config" || not_applied+=("$line")
-  elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
-    ! grep -q "^${BASH_REMATCH[1]}=" "$ksrc/.config" || not_applied+=("${BASH_REMATCH[1]}=n")
-  fi
-done < "$recipe/config-fragment"
-if ((${#not_applied[@]})); then
-  step "warning: config options that did not stick: ${not_applied[*]}"
-else
-  step "all $(grep -cE '^(CONFIG_|# CONFIG_.* is not set)' "$recipe/config-fragment") config-fragment lines applied"
-fi
-
-jobs=${JOBS:-$(nproc)}
-step "building vmlinux with make -j$jobs (5-7 minutes on 2 cores)"
-kstart=$(date +%s)
-make -s -C "$ksrc" -j"$jobs" vmlinux KBUILD_BUILD_HOST=typevisor KBUILD_BUILD_USER=typevisor >"$work/build.log" 2>&1 \
-  || { tail -30 "$work/build.log" >&2; die "kernel build failed (log above)"; }
-kernel_seconds=$(($(date +%s) - kstart))
-kver=$(make -s -C "$ksrc" kernelrelease)
+step "building the guest agent (musl-gcc -static)"
+musl-gcc -static -Os -s -Wall -Wextra -Werror -o "$work/typevisor-agent" "$recipe/typevisor-agent.c" 2>&1 >&2 \
+  || die "the guest agent does not compile (guest/agent/typevisor-agent.c)"
 
 # awk reads to the end: `busybox | head -1` can die of SIGPIPE under pipefail.
 bbver=$(/bin/busybox 2>&1 | awk 'NR == 1 { print $2 }')
@@ -103,9 +72,12 @@ cp /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list); do
   [[ $applet == busybox ]] || ln -s busybox "$root/bin/$applet"
 done
+install -m 0755 "$work/typevisor-agent" "$root/bin/typevisor-agent"
 install -m 0755 "$recipe/init" "$root/init"
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
+# Name servers from the kernel's DHCP (ip=dhcp) appear in /proc/net/pnp, in resolv.conf's format.
+ln -s /proc/net/pnp "$root/etc/resolv.conf"
 # /dev/console comes from the kernel's built-in initramfs, unpacked before this one.
 # Uncompressed: on PVM hosts the guest's inflate would run in KVM's instruction emulator.
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) > "$work/initramfs.cpio"
@@ -113,26 +85,20 @@ echo "root:x:0:" > "$root/etc/group"
 step "verifying"
 res="$work/out"
 mkdir -p "$res"
-cp "$ksrc/vmlinux" "$res/vmlinux"
+# A hard link where the caches share a file system (no second copy of 17 MB), a copy otherwise.
+ln "$kdir/vmlinux" "$res/vmlinux" 2>/dev/null || cp "$kdir/vmlinux" "$res/vmlinux"
 mv "$work/initramfs.cpio" "$res/initramfs.cpio"
-cp "$ksrc/.config" "$res/kernel.config"
-cp "$work/build.log" "$res/build.log"
-[[ $(od -An -tx1 -N4 "$res/vmlinux" | tr -d ' ') == 7f454c46 ]] || die "vmlinux is not an ELF file"
-readelf -n "$res/vmlinux" | grep -A1 '^ *Xen' | grep -q '0x00000012' || die "vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY; CONFIG_PVH)"
+cp "$kdir/kernel.config" "$res/kernel.config"
 cpio -it --quiet < "$res/initramfs.cpio" | grep -qx init || die "the initramfs has no /init"
-json_list() { local s="" x; for x in "$@"; do s+="${s:+, }\"$x\""; done; printf '[%s]' "$s"; }
+cpio -it --quiet < "$res/initramfs.cpio" | grep -qx bin/typevisor-agent || die "the initramfs has no agent"
 size() { stat -c %s "$1"; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 cat > "$res/manifest.json" <<JSON
 {
   "version": "$version",
-  "kernel": {
-    "release": "$kver",
-    "source_package": "linux-source-6.1 $(dpkg-query -W -f '${Version}' linux-source-6.1)",
-    "config_not_applied": $(json_list "${not_applied[@]}"),
-    "build_seconds": $kernel_seconds
-  },
+  "kernel": $(cat "$kdir/manifest.json"),
   "busybox": { "version": "$bbver", "package": "busybox-static $(dpkg-query -W -f '${Version}' busybox-static)" },
+  "agent": { "size": $(size "$work/typevisor-agent"), "compiler": "musl-gcc $(dpkg-query -W -f '${Version}' musl-tools)" },
   "files": {
     "vmlinux": { "size": $(size "$res/vmlinux"), "sha256": "$(sha "$res/vmlinux")" },
     "initramfs.cpio": { "size": $(size "$res/initramfs.cpio"), "sha256": "$(sha "$res/initramfs.cpio")" }
@@ -146,5 +112,5 @@ JSON
 # Publish atomically: the directory appears complete or not at all.
 rm -rf "$out"
 mv "$res" "$out"
-step "done: vmlinux $(($(size "$out/vmlinux") / 1024)) KiB, initramfs.cpio $(($(size "$out/initramfs.cpio") / 1024)) KiB, kernel $kver"
+step "done: initramfs.cpio $(($(size "$out/initramfs.cpio") / 1024)) KiB with the agent; kernel $kversion"
 echo "$out"
