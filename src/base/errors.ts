@@ -17,6 +17,10 @@ export type ErrorCode =
   | 'VCPU_FAILED'
   | 'ASSIST_UNSUPPORTED'
   | 'GUEST_BUILD_FAILED'
+  | 'AGENT_UNAVAILABLE'
+  | 'AGENT_FAILED'
+  | 'TIMEOUT'
+  | 'NOT_FOUND'
   | 'INTERNAL';
 
 export interface TypevisorErrorOptions {

@@ -1,7 +1,7 @@
-// The I/O worker thread: epoll over the virtio devices' eventfds (queue notifications arrive
-// through KVM_IOEVENTFD without a vCPU exit), requests carried out in place on guest memory,
-// interrupts raised through irqfd (an eventfd write; this thread owns the GSI routing table).
-// One thread serves every device of the VM.
+// The I/O worker thread: an event loop over the virtio devices' eventfds (queue notifications arrive
+// through KVM_IOEVENTFD without a vCPU exit) and their backends' fds (TAPs, vsock sockets), requests
+// carried out in place on guest memory, interrupts raised through irqfd (an eventfd write; this
+// thread owns the GSI routing table). One thread serves every device of the VM.
 import { parentPort, workerData } from 'node:worker_threads';
 import * as libc from '../sys/libc.js';
 import { VmFd } from '../kvm/kvm.js';
@@ -11,7 +11,11 @@ import { FileDisk } from '../devices/virtio/block/file-disk.js';
 import { BlockDeviceRuntime } from '../devices/virtio/block/device.js';
 import { RngDeviceRuntime } from '../devices/virtio/rng.js';
 import { NetDeviceRuntime } from '../devices/virtio/net/device.js';
+import { VsockDeviceRuntime } from '../devices/virtio/vsock/device.js';
+import { BalloonDeviceRuntime } from '../devices/virtio/balloon.js';
 import { TapBackend } from './tap-backend.js';
+import { UnixVsockHost } from './vsock-unix.js';
+import { IoLoop, EPOLL } from './io-loop.js';
 import type { VirtioDeviceRuntime, SignalMsi } from '../devices/virtio/device-runtime.js';
 import type { VirtioPciWiring } from '../devices/virtio/pci-bar.js';
 import type { IoWorkerData } from './virtio-devices.js';
@@ -24,56 +28,72 @@ const stop = new Int32Array(data.stop);
 // No signal is meant for this thread (the vCPU kick is for vCPU threads).
 libc.blockSignals([data.kickSignal]);
 
-/** epoll data: device index × 1024 + (queue + 1), 0 for the device's control fd; WAKE for the stop fd. */
-const WAKE = 0xffffff;
-const ep = libc.epollCreate();
-libc.epollAdd(ep, data.wakeFd, WAKE);
+const loop = new IoLoop();
+loop.add(data.wakeFd, () => libc.eventfdRead(data.wakeFd));
 const router = new MsiRouter(vm);
 /** A device's MSI-X vectors raise through their irqfds; a vector without one (none today) is dropped. */
 const signalsOf = (wiring: VirtioPciWiring): SignalMsi => (vector, address, msiData) => {
   const irq = wiring.vectors[vector];
   if (irq) router.raise(irq, address, msiData);
 };
-/** epoll slot of a device's backend fd (a TAP): after any queue's. */
-const BACKEND_SLOT = 1023;
-const devices: { runtime: VirtioDeviceRuntime; wiring: VirtioPciWiring; backendFd?: number }[] = data.blocks.map((b) => ({
-  runtime: new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalsOf(b.wiring)),
-  wiring: b.wiring,
-}));
-for (const n of data.nets) {
-  const id = devices.length * 1024 + BACKEND_SLOT;
-  const runtime = new NetDeviceRuntime(memory, n.wiring.state, new TapBackend(n.tapFd, (wanted) => libc.epollSetInterest(ep, n.tapFd, id, wanted)), n.metrics, signalsOf(n.wiring));
-  devices.push({ runtime, wiring: n.wiring, backendFd: n.tapFd });
+
+/** Puts a device's control and queue eventfds on the loop. */
+function serve(runtime: VirtioDeviceRuntime, wiring: VirtioPciWiring): void {
+  loop.add(wiring.controlFd, () => {
+    libc.eventfdRead(wiring.controlFd);
+    runtime.onControl();
+  });
+  wiring.queueFds.forEach((fd, q) => loop.add(fd, () => {
+    libc.eventfdRead(fd);
+    runtime.onNotify(q);
+  }));
 }
-if (data.rng) devices.push({ runtime: new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalsOf(data.rng.wiring)), wiring: data.rng.wiring });
-devices.forEach(({ wiring, backendFd }, d) => {
-  libc.epollAdd(ep, wiring.controlFd, d * 1024);
-  if (backendFd !== undefined) libc.epollAdd(ep, backendFd, d * 1024 + BACKEND_SLOT);
-  wiring.queueFds.forEach((fd, q) => libc.epollAdd(ep, fd, d * 1024 + q + 1));
-});
+
+for (const b of data.blocks) {
+  serve(new BlockDeviceRuntime(memory, b.wiring.state, FileDisk.fromFd(b.path, b.fd, b.sizeBytes, b.readOnly), b.serial, b.metrics, signalsOf(b.wiring)), b.wiring);
+}
+for (const n of data.nets) {
+  let token = 0;
+  const runtime = new NetDeviceRuntime(memory, n.wiring.state, new TapBackend(n.tapFd, (wanted) => loop.modify(n.tapFd, token, wanted ? EPOLL.IN : 0)), n.metrics, signalsOf(n.wiring));
+  token = loop.add(n.tapFd, () => runtime.onBackendReadable());
+  serve(runtime, n.wiring);
+}
+if (data.rng) serve(new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalsOf(data.rng.wiring)), data.rng.wiring);
+
+/** Periodic work (vsock time-outs), at most once a second. */
+const tickers: (() => void)[] = [];
+if (data.vsock) {
+  const host = new UnixVsockHost(loop, data.vsock.listenFd, data.vsock.socketPath);
+  const runtime = new VsockDeviceRuntime(memory, data.vsock.wiring.state, data.vsock.cid, host, data.vsock.metrics, signalsOf(data.vsock.wiring));
+  host.attach(runtime);
+  serve(runtime, data.vsock.wiring);
+  tickers.push(() => { host.tick(); runtime.tick(); });
+}
+if (data.balloon) {
+  const { memfd } = data.balloon;
+  // Pages the guest gave up go back to the host: punched out of the memfd behind guest RAM (every
+  // thread's view of them reads zeroes afterwards, as the balloon protocol allows).
+  const discard = (gpa: number, len: number): boolean => {
+    const offset = memory.offsetOf(gpa, len);
+    return offset >= 0 && libc.fallocate(memfd, libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, offset, len) === 0;
+  };
+  serve(new BalloonDeviceRuntime(memory, data.balloon.wiring.state, discard, data.balloon.metrics, signalsOf(data.balloon.wiring)), data.balloon.wiring);
+}
 
 port.postMessage({ type: 'io-ready', tid: libc.gettid() });
 let failure: string | undefined;
+let lastTick = Date.now();
 try {
   while (Atomics.load(stop, 0) === 0) {
-    for (const id of libc.epollWait(ep, 64, 1000)) {
-      if (id === WAKE) { libc.eventfdRead(data.wakeFd); continue; }
-      const dev = devices[Math.floor(id / 1024)];
-      if (!dev) continue;
-      const slot = id % 1024;
-      if (slot === BACKEND_SLOT) {
-        if (dev.runtime instanceof NetDeviceRuntime) dev.runtime.onBackendReadable();
-      } else if (slot === 0) {
-        libc.eventfdRead(dev.wiring.controlFd);
-        dev.runtime.onControl();
-      } else {
-        libc.eventfdRead(dev.wiring.queueFds[slot - 1]!);
-        dev.runtime.onNotify(slot - 1);
-      }
+    loop.runOnce(1000);
+    const now = Date.now();
+    if (tickers.length > 0 && now - lastTick >= 1000) {
+      lastTick = now;
+      for (const t of tickers) t();
     }
   }
 } catch (e) {
   failure = e instanceof Error ? e.message : String(e);
 }
-libc.close(ep);
+loop.close();
 port.postMessage({ type: 'io-exit', failure });

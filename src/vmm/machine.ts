@@ -1,5 +1,6 @@
 // One VM's KVM objects: the VM fd, guest memory (memfd, mapped once), vCPUs and their worker threads.
 import { Worker } from 'node:worker_threads';
+import { fstatSync } from 'node:fs';
 import { threadCpuNs } from '../sys/thread-cpu.js';
 import { TypevisorError, check } from '../base/errors.js';
 import { Kvm, VcpuFd, VmFd } from '../kvm/kvm.js';
@@ -7,7 +8,7 @@ import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
 import { createLegacyDeviceState } from './legacy-devices.js';
-import { VirtioDevices, type DiskOptions, type NetOptions } from './virtio-devices.js';
+import { VirtioDevices, type DiskOptions, type NetOptions, type VsockOptions } from './virtio-devices.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -40,6 +41,10 @@ export interface MachineOptions {
   /** A virtio entropy device (default: absent; Vm adds one). */
   rng?: boolean;
   nets?: readonly NetOptions[];
+  /** A virtio-vsock device with its host side on a Unix socket (Firecracker's hybrid vsock). */
+  vsock?: VsockOptions | undefined;
+  /** A virtio memory balloon (statistics, free page reporting). */
+  balloon?: boolean;
 }
 
 export interface MachineExit {
@@ -104,7 +109,7 @@ export class Machine {
       this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
-      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false, nets: options.nets ?? [] });
+      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false, nets: options.nets ?? [], vsock: options.vsock, balloon: options.balloon ?? false });
       for (const w of this.drives.wirings) {
         this.deviceState.pci.functions.push(w.state.config);
         this.deviceState.virtio.push(w);
@@ -135,7 +140,7 @@ export class Machine {
     if (this.closed) throw new TypevisorError('VM_STATE', 'the VM is closed');
     const control = new Int32Array(this.control);
     liveMachines.add(this);
-    this.drives?.start({ vmFd: this.vm.fd, memoryAddr: this.memoryAddr, memoryBytes: this.memoryBytes, regions: this.regions, kickSignal: KICK_SIGNAL },
+    this.drives?.start({ vmFd: this.vm.fd, memfd: this.memfd, memoryAddr: this.memoryAddr, memoryBytes: this.memoryBytes, regions: this.regions, kickSignal: KICK_SIGNAL },
       (why) => events.onOutput(new TextEncoder().encode(`\ntypevisor: the I/O thread failed: ${why}\n`)));
     this.exitResult = new Promise<MachineExit>((resolve) => {
       let first: MachineExit | undefined;
@@ -288,6 +293,24 @@ export class Machine {
 
   rngMetrics(): ReturnType<VirtioDevices['rngMetrics']> {
     return this.drives?.rngMetrics();
+  }
+
+  vsockMetrics(): ReturnType<VirtioDevices['vsockMetrics']> {
+    return this.drives?.vsockMetrics();
+  }
+
+  balloonMetrics(): ReturnType<VirtioDevices['balloonMetrics']> {
+    return this.drives?.balloonMetrics();
+  }
+
+  /** The balloon device, if the VM has one (its target and statistics). */
+  get balloon(): Pick<VirtioDevices, 'setBalloonTarget' | 'requestBalloonStats'> | undefined {
+    return this.options.balloon ? this.drives : undefined;
+  }
+
+  /** Host memory behind guest RAM, in bytes: the pages of the memfd that exist (touched and not given back). */
+  guestMemoryInUseBytes(): number {
+    return fstatSync(this.memfd).blocks * 512;
   }
 
   /** Raises or lowers an interrupt line of the in-kernel irqchip from the main thread. */

@@ -2,6 +2,7 @@
 // out on PCI bus 0 (drives first, then NICs on their TAPs, then the entropy device), registers each queue's notify address
 // with KVM_IOEVENTFD, gives each MSI-X vector an irqfd, and runs the I/O worker that serves them all.
 import { Worker } from 'node:worker_threads';
+import { rmSync } from 'node:fs';
 import * as libc from '../sys/libc.js';
 import type { VmFd } from '../kvm/kvm.js';
 import { MsiVectorAllocator } from '../kvm/msi-routes.js';
@@ -16,8 +17,16 @@ import { LAYOUT } from '../arch/x86_64/layout.js';
 import { randomBytes } from 'node:crypto';
 import { TypevisorError } from '../base/errors.js';
 import { openTap, type Tap } from '../sys/tap.js';
+import { addToBridge, ensureBridge } from './host-network.js';
 import { formatMac, NET_FEATURES, netConfig, parseMac, randomMac } from '../devices/virtio/net/config.js';
 import { NET_METRICS, readNetMetrics, type NetDeviceMetrics } from '../devices/virtio/net/device.js';
+import { isGuestCid, vsockConfig } from '../devices/virtio/vsock/packet.js';
+import { readVsockMetrics, VSOCK_FEATURES, VSOCK_METRICS, type VsockDeviceMetrics } from '../devices/virtio/vsock/device.js';
+import {
+  BALLOON_CONFIG_WRITABLE, BALLOON_FEATURES, BALLOON_METRICS, BALLOON_PAGE, BALLOON_QUEUES, balloonConfig, readBalloonMetrics, setBalloonTarget,
+  type BalloonMetrics,
+} from '../devices/virtio/balloon.js';
+import { listenUnix } from '../sys/unix-socket.js';
 
 export interface DiskOptions {
   path: string;
@@ -29,9 +38,18 @@ export { parseMac } from '../devices/virtio/net/config.js';
 
 export interface NetOptions {
   /** The host TAP interface to attach to (created if absent). */
-  tap: string;
+  tap?: string;
+  /** Or: a bridge (created if absent) that gets a TAP of ours as a port. */
+  bridge?: string;
   /** The guest's MAC address, aa:bb:cc:dd:ee:ff (default: a random locally administered one). */
   mac?: string;
+}
+
+export interface VsockOptions {
+  /** The guest's context ID (default 3). */
+  cid?: number;
+  /** The host side: a Unix socket (Firecracker's hybrid vsock), created here; host port P is reached at PATH_P. */
+  socketPath: string;
 }
 
 /** Queue size we offer: the driver may use fewer. */
@@ -48,6 +66,8 @@ export interface IoWorkerData {
   blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
   nets: { wiring: VirtioPciWiring; tapFd: number; metrics: SharedArrayBuffer }[];
   rng?: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
+  vsock?: { wiring: VirtioPciWiring; listenFd: number; socketPath: string; cid: number; metrics: SharedArrayBuffer } | undefined;
+  balloon?: { wiring: VirtioPciWiring; memfd: number; metrics: SharedArrayBuffer } | undefined;
 }
 
 export interface RngMetrics {
@@ -62,6 +82,8 @@ export class VirtioDevices {
   private readonly disks: FileDisk[] = [];
   private readonly metrics: SharedArrayBuffer[] = [];
   private rng: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
+  private vsock: { wiring: VirtioPciWiring; listenFd: number; socketPath: string; cid: number; metrics: SharedArrayBuffer } | undefined;
+  private balloon: { wiring: VirtioPciWiring; config: Uint8Array; metrics: SharedArrayBuffer } | undefined;
   private readonly nets: { wiring: VirtioPciWiring; tap: Tap; mac: string; metrics: SharedArrayBuffer }[] = [];
   private readonly fds: number[] = [];
   private readonly stop = new SharedArrayBuffer(4);
@@ -73,7 +95,7 @@ export class VirtioDevices {
   private exited: Promise<string | undefined> | undefined;
 
   /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
-  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean; nets?: readonly NetOptions[] }) {
+  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean; nets?: readonly NetOptions[]; vsock?: VsockOptions | undefined; balloon?: boolean }) {
     this.msiVectors = new MsiVectorAllocator(vm, () => this.eventfd());
     try {
       for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
@@ -87,8 +109,11 @@ export class VirtioDevices {
       for (const n of opts.nets ?? []) {
         const mac = n.mac === undefined ? randomMac((k) => randomBytes(k)) : parseMac(n.mac);
         if (!mac) throw new TypevisorError('INVALID_ARGUMENT', `MAC address '${n.mac}' is not a unicast aa:bb:cc:dd:ee:ff`);
-        const tap = openTap(n.tap);
+        if ((n.tap === undefined) === (n.bridge === undefined)) throw new TypevisorError('INVALID_ARGUMENT', 'a NIC needs either a tap or a bridge');
+        if (n.bridge !== undefined) ensureBridge(n.bridge);
+        const tap = openTap(n.tap ?? `tv${process.pid}n${this.nets.length}`);
         this.fds.push(tap.fd);
+        if (n.bridge !== undefined) addToBridge(tap.name, n.bridge);
         const wiring = this.add({
           deviceId: VIRTIO_ID.NET, classCode: [0x02, 0x00, 0x00], features: NET_FEATURES, queueMaxSizes: [QUEUE_SIZE, QUEUE_SIZE], deviceConfig: netConfig(mac),
         });
@@ -99,6 +124,24 @@ export class VirtioDevices {
         const wiring = this.add({ deviceId: VIRTIO_ID.RNG, classCode: [0xff, 0x00, 0x00], features: RNG_FEATURES, queueMaxSizes: [QUEUE_SIZE], deviceConfig: new Uint8Array() });
         this.wirings.push(wiring);
         this.rng = { wiring, metrics: new SharedArrayBuffer(8 * RNG_METRICS.SLOTS) };
+      }
+      if (opts.vsock) {
+        const cid = opts.vsock.cid ?? 3;
+        if (!isGuestCid(cid)) throw new TypevisorError('INVALID_ARGUMENT', `vsock CID ${cid} is not a guest CID (3 … 4294967294)`);
+        const listenFd = listenUnix(opts.vsock.socketPath);
+        this.fds.push(listenFd);
+        const wiring = this.add({ deviceId: VIRTIO_ID.VSOCK, classCode: [0xff, 0x00, 0x00], features: VSOCK_FEATURES, queueMaxSizes: [QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE], deviceConfig: vsockConfig(cid) });
+        this.wirings.push(wiring);
+        this.vsock = { wiring, listenFd, socketPath: opts.vsock.socketPath, cid, metrics: new SharedArrayBuffer(8 * VSOCK_METRICS.SLOTS) };
+      }
+      if (opts.balloon) {
+        const config = balloonConfig();
+        const wiring = this.add({
+          deviceId: VIRTIO_ID.BALLOON, classCode: [0xff, 0x00, 0x00], features: BALLOON_FEATURES,
+          queueMaxSizes: Array.from({ length: BALLOON_QUEUES }, () => QUEUE_SIZE), deviceConfig: config, deviceConfigWritable: BALLOON_CONFIG_WRITABLE,
+        });
+        this.wirings.push(wiring);
+        this.balloon = { wiring, config, metrics: new SharedArrayBuffer(8 * BALLOON_METRICS.SLOTS) };
       }
       this.wakeFd = this.eventfd();
     } catch (e) {
@@ -126,16 +169,19 @@ export class VirtioDevices {
   }
 
   /** Starts the I/O worker (only if there are devices). */
-  start(memory: { vmFd: number; memoryAddr: number; memoryBytes: number; regions: MemoryRegion[]; kickSignal: number }, onFailure: (why: string) => void): void {
+  start(memory: { vmFd: number; memfd: number; memoryAddr: number; memoryBytes: number; regions: MemoryRegion[]; kickSignal: number }, onFailure: (why: string) => void): void {
     if (this.wirings.length === 0) return;
+    const { memfd, ...shared } = memory;
     const data: IoWorkerData = {
-      ...memory, stop: this.stop, wakeFd: this.wakeFd,
+      ...shared, stop: this.stop, wakeFd: this.wakeFd,
       blocks: this.disks.map((d, i) => ({
         wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
         serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
       })),
       nets: this.nets.map((n) => ({ wiring: n.wiring, tapFd: n.tap.fd, metrics: n.metrics })),
       rng: this.rng,
+      vsock: this.vsock,
+      balloon: this.balloon && { wiring: this.balloon.wiring, memfd, metrics: this.balloon.metrics },
     };
     const worker = new Worker(new URL('./io-worker.js', import.meta.url), { workerData: data });
     this.worker = worker;
@@ -167,6 +213,27 @@ export class VirtioDevices {
     return { requests: m[RNG_METRICS.REQUESTS]!, bytes: m[RNG_METRICS.BYTES]!, notifications: m[RNG_METRICS.NOTIFICATIONS]!, errors: m[RNG_METRICS.ERRORS]! };
   }
 
+  vsockMetrics(): (VsockDeviceMetrics & { cid: number; socketPath: string }) | undefined {
+    if (!this.vsock) return undefined;
+    return { cid: this.vsock.cid, socketPath: this.vsock.socketPath, ...readVsockMetrics(this.vsock.metrics) };
+  }
+
+  balloonMetrics(): BalloonMetrics | undefined {
+    return this.balloon && readBalloonMetrics(this.balloon.config, this.balloon.metrics);
+  }
+
+  /** Asks the guest to give back memory until the balloon holds `mib` MiB (0: all given back); new statistics come with it. */
+  setBalloonTarget(mib: number): void {
+    if (!this.balloon) throw new TypevisorError('INVALID_ARGUMENT', 'this VM has no balloon device — create it with balloon: true (--balloon)');
+    setBalloonTarget(this.balloon.config, Math.round((mib * 2 ** 20) / BALLOON_PAGE));
+    libc.eventfdSignal(this.balloon.wiring.controlFd);
+  }
+
+  /** Asks the balloon driver for fresh statistics (they arrive in balloonMetrics().stats). */
+  requestBalloonStats(): void {
+    if (this.balloon) libc.eventfdSignal(this.balloon.wiring.controlFd);
+  }
+
   /** Tells the worker to stop (synchronous: usable from a process 'exit' hook). */
   requestStop(): void {
     if (!this.worker) return;
@@ -186,5 +253,7 @@ export class VirtioDevices {
   close(): void {
     for (const fd of this.fds.splice(0)) libc.close(fd);
     for (const d of this.disks) d.close();
+    // The socket file is ours (bound here): a later VM may bind the same path.
+    if (this.vsock) rmSync(this.vsock.socketPath, { force: true });
   }
 }

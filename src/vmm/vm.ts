@@ -1,6 +1,8 @@
 // The Typevisor library API: one VM — create, start, console, wait for exit, stop.
 import { Duplex } from 'node:stream';
-import { totalmem } from 'node:os';
+import { totalmem, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { TypevisorError, check } from '../base/errors.js';
 import { isPvmHost } from '../kvm/host-kind.js';
 import { Serial8250 } from '../devices/legacy/serial8250.js';
@@ -9,8 +11,10 @@ import { loadLinux, type LinuxBoot } from './linux-loader.js';
 import { guestCommandLine } from './command-line.js';
 import { setupVcpuForBoot } from './vcpu-setup.js';
 import { PLATFORM, ramRegions } from '../arch/x86_64/layout.js';
+import type { NetOptions } from './virtio-devices.js';
 import { COM1_IRQ } from './legacy-devices.js';
 import { readableMsrs, restoreVcpuState, saveVcpuState, type VcpuState } from './vcpu-state.js';
+import { GuestAgent, type AgentHealth, type ExecOptions, type ExecResult, type GuestProcess } from './guest-agent.js';
 
 export interface VmOptions {
   /** Path of the guest kernel: an ELF vmlinux (PVH entry preferred) or a bzImage. */
@@ -24,8 +28,16 @@ export interface VmOptions {
   disks?: { path: string; readOnly?: boolean }[];
   /** A virtio entropy device fed from the host's CSPRNG (default true). */
   rng?: boolean;
-  /** Network interfaces (virtio-net), each on a host TAP: eth0, eth1, … */
-  nets?: { tap: string; mac?: string }[];
+  /** Network interfaces (virtio-net): eth0, eth1, … each on a host TAP (`tap`), or on a TAP of ours made a port of `bridge` (created if absent); exactly one of the two. */
+  nets?: NetOptions[];
+  /**
+   * A virtio-vsock device (on by default: the guest agent speaks over it). Its host side is a Unix
+   * socket (Firecracker's hybrid vsock): `socketPath` (default: in a fresh temporary directory,
+   * removed with the VM); guest context ID `cid` (default 3). `false`: no vsock device.
+   */
+  vsock?: false | { cid?: number; socketPath?: string };
+  /** A virtio memory balloon: setBalloon(), statistics, free page reporting (default false). */
+  balloon?: boolean;
   /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
   hostKvm?: 'auto' | 'pvm' | 'hardware';
 }
@@ -46,6 +58,12 @@ export interface VmMetrics {
   nets: ReturnType<Machine['netMetrics']>;
   /** The entropy device: requests and bytes handed to the guest. */
   rng: ReturnType<Machine['rngMetrics']>;
+  /** The vsock device: connections, bytes and packets each way, resets, drops, credit violations. */
+  vsock: ReturnType<Machine['vsockMetrics']>;
+  /** The balloon: target and actual size, pages inflated/deflated/reported, bytes given back to the host, the guest's statistics. */
+  balloon: ReturnType<Machine['balloonMetrics']>;
+  /** Host memory behind guest RAM now (touched and not given back), bytes. */
+  guestMemoryInUseBytes: number;
   /** CPU time of the I/O worker thread (all virtio devices), ns. */
   ioThreadCpuNs: number;
 }
@@ -65,7 +83,18 @@ export class Vm {
   private consoleTail = '';
   private poweredOff = false;
 
-  private constructor(private readonly machine: Machine, readonly boot: LinuxBoot) {
+  /** The guest agent through this VM's vsock socket (undefined without vsock). */
+  readonly agent: GuestAgent | undefined;
+  /** Files in the guest, through its agent. */
+  readonly files = {
+    write: (path: string, data: string | Uint8Array, opts?: { mode?: number }): Promise<void> => this.requireAgent().writeFile(path, data, opts),
+    read: (path: string): Promise<Buffer> => this.requireAgent().readFile(path),
+  };
+  private agentSeen = false;
+
+  private constructor(private readonly machine: Machine, readonly boot: LinuxBoot, private readonly ownedDir: string | undefined) {
+    const vsock = machine.options.vsock;
+    this.agent = vsock ? new GuestAgent(vsock.socketPath) : undefined;
     // The main thread's own view of the UART: input goes into the shared FIFO and raises IRQ 4.
     this.serial = new Serial8250(machine.deviceState.serial, {
       onOutput: () => undefined,
@@ -94,14 +123,28 @@ export class Vm {
     }
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
-    const machine = new Machine({ regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], nets: options.nets ?? [], rng: options.rng ?? true });
+    // The vsock socket lives in a directory of its own unless the caller chose a path.
+    const vsockOption = options.vsock ?? {};
+    const ownedDir = vsockOption && vsockOption.socketPath === undefined ? mkdtempSync(join(tmpdir(), 'typevisor-')) : undefined;
+    const vsock = vsockOption ? { cid: vsockOption.cid ?? 3, socketPath: vsockOption.socketPath ?? join(ownedDir!, 'vsock.sock') } : undefined;
+    let machine: Machine;
+    try {
+      machine = new Machine({
+        regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], nets: options.nets ?? [], rng: options.rng ?? true,
+        vsock, balloon: options.balloon ?? false,
+      });
+    } catch (e) {
+      if (ownedDir) rmSync(ownedDir, { recursive: true, force: true });
+      throw e;
+    }
     try {
       const cmdline = guestCommandLine({ user: options.cmdline, pvm });
       const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
       machine.vcpus.forEach((vcpu, index) => setupVcpuForBoot(machine, vcpu, index, boot));
-      return new Vm(machine, boot);
+      return new Vm(machine, boot, ownedDir);
     } catch (e) {
       await machine.close();
+      if (ownedDir) rmSync(ownedDir, { recursive: true, force: true });
       throw e;
     }
   }
@@ -124,6 +167,7 @@ export class Vm {
         ? { reason: 'poweroff', detail: 'the guest powered off (halted after "reboot: Power down", no ACPI)', vcpu: machineExit.vcpu }
         : machineExit;
       await this.machine.close();
+      if (this.ownedDir) rmSync(this.ownedDir, { recursive: true, force: true });
       this.console.push(null);
       return exit;
     });
@@ -158,11 +202,79 @@ export class Vm {
     }
   }
 
-  /** Lets a paused VM run again. */
+  /**
+   * Lets a paused VM run again. kvmclock skipped the pause, so the guest's wall clock is behind by
+   * it: where the guest agent has answered before, it is set to the host's time at once.
+   */
   resume(): void {
     if (this.state !== 'paused') throw new TypevisorError('VM_STATE', `cannot resume a VM that is ${this.state} (only a paused one)`);
     this.machine.resume();
     this.state = 'running';
+    if (this.agentSeen) void this.agent?.setClock().catch(() => undefined);
+  }
+
+  private requireAgent(): GuestAgent {
+    if (!this.agent) throw new TypevisorError('AGENT_UNAVAILABLE', 'this VM has no vsock device, so no guest agent — leave the vsock option on');
+    if (this.state !== 'running') throw new TypevisorError('VM_STATE', `the guest agent answers only while the VM runs (it is ${this.state})`);
+    return this.agent;
+  }
+
+  /** The Unix socket of the VM's vsock device (Firecracker's hybrid vsock: "CONNECT <port>\n"), if it has one. */
+  get vsockSocketPath(): string | undefined {
+    return this.machine.options.vsock?.socketPath;
+  }
+
+  /** Waits until the guest agent answers (the guest has booted far enough), at most `timeoutMs`. */
+  async waitForAgent(timeoutMs = 300_000): Promise<AgentHealth> {
+    const health = await this.requireAgent().waitUntilReady(timeoutMs, () => this.state === 'running');
+    this.agentSeen = true;
+    return health;
+  }
+
+  /** The guest agent's health report: version, uptime, memory, processes. */
+  async ping(): Promise<AgentHealth> {
+    const health = await this.requireAgent().ping();
+    this.agentSeen = true;
+    return health;
+  }
+
+  /** Runs a command in the guest through its agent: an argv, or a string for `sh -c`. */
+  exec(command: string | readonly string[], opts?: ExecOptions): Promise<ExecResult> {
+    return this.requireAgent().exec(typeof command === 'string' ? ['sh', '-c', command] : command, opts);
+  }
+
+  /** Starts a command in the guest; its stdout/stderr stream while it runs (GuestProcess). */
+  spawn(command: string | readonly string[], opts?: Omit<ExecOptions, 'onStdout' | 'onStderr' | 'timeoutMs'>): Promise<GuestProcess> {
+    return this.requireAgent().spawn(typeof command === 'string' ? ['sh', '-c', command] : command, opts);
+  }
+
+  /** Sets the guest's wall clock to the host's (done by resume() itself once the agent has answered). */
+  syncClock(): Promise<void> {
+    return this.requireAgent().setClock();
+  }
+
+  /** Asks the guest's balloon driver to hold `mib` MiB (taken from the guest, given back to the host); 0 deflates it. */
+  setBalloon(mib: number): void {
+    const balloon = this.machine.balloon;
+    if (!balloon) throw new TypevisorError('INVALID_ARGUMENT', 'this VM has no balloon device — create it with balloon: true (--balloon)');
+    const memoryMib = this.machine.memory.size / 2 ** 20;
+    check(Number.isFinite(mib) && mib >= 0 && mib <= memoryMib, `the balloon size must be 0 … ${memoryMib} MiB (the VM's memory), got ${mib}`);
+    balloon.setBalloonTarget(mib);
+  }
+
+  /** Fresh balloon statistics from the guest (waits up to `timeoutMs` for the driver to answer). */
+  async balloonStats(timeoutMs = 5000): Promise<NonNullable<VmMetrics['balloon']>> {
+    const balloon = this.machine.balloon;
+    const before = this.machine.balloonMetrics();
+    if (!balloon || !before) throw new TypevisorError('INVALID_ARGUMENT', 'this VM has no balloon device — create it with balloon: true (--balloon)');
+    balloon.requestBalloonStats();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const now = this.machine.balloonMetrics()!;
+      if (now.statsUpdates > before.statsUpdates) return now;
+      if (Date.now() > deadline) throw new TypevisorError('TIMEOUT', `the guest's balloon driver sent no statistics within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Presses the ACPI power button: a guest that handles it shuts down cleanly (graceful stop). */
@@ -208,6 +320,7 @@ export class Vm {
     if (this.state === 'created') {
       this.state = 'exited';
       await this.machine.close();
+      if (this.ownedDir) rmSync(this.ownedDir, { recursive: true, force: true });
       return { reason: 'stopped', detail: 'stopped before it started', vcpu: 0 };
     }
     this.machine.stop();
@@ -251,6 +364,10 @@ export class Vm {
   }
 
   metrics(): VmMetrics {
-    return { exits: this.machine.exitCount, assists: { ...this.assists }, disks: this.machine.blockMetrics(), nets: this.machine.netMetrics(), rng: this.machine.rngMetrics(), ioThreadCpuNs: this.machine.ioThreadCpuNs() };
+    const m = this.machine;
+    return {
+      exits: m.exitCount, assists: { ...this.assists }, disks: m.blockMetrics(), nets: m.netMetrics(), rng: m.rngMetrics(), vsock: m.vsockMetrics(),
+      balloon: m.balloonMetrics(), guestMemoryInUseBytes: this.state === 'exited' ? 0 : m.guestMemoryInUseBytes(), ioThreadCpuNs: m.ioThreadCpuNs(),
+    };
   }
 }

@@ -91,3 +91,46 @@ test('virtio-net on a TAP in a test namespace: ping, download, host→guest TCP,
   }
   assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(NS), 'the namespace is gone');
 });
+
+test('two VMs on one bridge (created by the first NIC that names it) reach each other', { skip: kvmSkip, timeout: BOOT_MS * 2 }, async () => {
+  const ns2 = `${NS}-br`;
+  execFileSync('ip', ['netns', 'add', ns2]);
+  try {
+    execFileSync('ip', ['netns', 'exec', ns2, 'ip', 'link', 'set', 'lo', 'up']);
+    // VM a serves a file and waits for b's "done" page; b fetches a's file, then serves "done" for a while.
+    const a = [
+      'ip link set eth0 up', 'ip addr add 10.97.0.2/24 dev eth0',
+      'mkdir -p /tmp/www && head -c 100000 /dev/urandom > /tmp/www/blob && echo "blob=$(md5sum < /tmp/www/blob | cut -d" " -f1)"',
+      'httpd -p 8000 -h /tmp/www',
+      'n=0; until wget -q -O /dev/null http://10.97.0.3:8000/done 2>/dev/null; do n=$((n+1)); [ $n -gt 240 ] && exit 3; sleep 1; done; echo a=done',
+    ].join('; ');
+    const b = [
+      'ip link set eth0 up', 'ip addr add 10.97.0.3/24 dev eth0',
+      'n=0; until wget -q -O /tmp/got http://10.97.0.2:8000/blob 2>/dev/null; do n=$((n+1)); [ $n -gt 240 ] && exit 3; sleep 1; done',
+      'echo "got=$(md5sum < /tmp/got | cut -d" " -f1)"',
+      'mkdir -p /tmp/www && echo done > /tmp/www/done && httpd -p 8000 -h /tmp/www && sleep 15',
+    ].join('; ');
+    const run = (script: string): Promise<{ status: number | null; out: string; err: string }> => new Promise((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', ns2, process.execPath, TYPEVISOR_BIN, 'run', '--quiet', '--net', 'bridge=tvbr0', '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      p.on('close', (status) => resolve({ status, out, err }));
+    });
+    const [ra, rb] = await Promise.all([run(a), run(b)]);
+    console.log(`# a:\n${ra.out.replace(/^/gm, '#   ')}\n# b:\n${rb.out.replace(/^/gm, '#   ')}`);
+    assert.equal(ra.status, 0, ra.err.slice(-2000));
+    assert.equal(rb.status, 0, rb.err.slice(-2000));
+    const blob = /^blob=(\S+)$/m.exec(ra.out)?.[1];
+    assert.ok(blob);
+    assert.ok(rb.out.includes(`got=${blob}`), 'b fetched a\'s file intact over the bridge');
+    assert.ok(ra.out.includes('a=done'), 'a reached b over the bridge');
+    // The bridge stays for other VMs; our TAPs went with the VMs.
+    const links = execFileSync('ip', ['netns', 'exec', ns2, 'ip', '-o', 'link', 'show'], { encoding: 'utf8' });
+    assert.match(links, /tvbr0/);
+    assert.doesNotMatch(links, /master tvbr0/, 'no port left on the bridge');
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns2]);
+  }
+});

@@ -18,13 +18,13 @@ export abstract class VirtioDeviceRuntime {
   private readonly config: PciConfigSpace;
   private queues: (SplitQueue | undefined)[] | undefined;
 
-  constructor(protected readonly memory: GuestMemory, private readonly state: VirtioPciState, private readonly signalMsi: SignalMsi) {
+  constructor(protected readonly memory: GuestMemory, protected readonly state: VirtioPciState, private readonly signalMsi: SignalMsi) {
     this.common = new VirtioPciCommonConfig(state.common);
     this.msix = new MsixTable(state.msix, state.msixVectors);
     this.config = new PciConfigSpace(state.config);
   }
 
-  /** Carries out one request from queue `q`; returns the bytes written into the guest's buffers. */
+  /** Carries out one request from queue `q`; returns the bytes written into the guest's buffers, or -1 to keep the chain (returned later). */
   protected abstract handle(q: number, chain: DescriptorChain): number;
 
   /** Counts a notification, a broken ring (for metrics). */
@@ -43,6 +43,13 @@ export abstract class VirtioDeviceRuntime {
   protected returned(q: number): void {
     const queue = this.queues?.[q];
     if (queue?.needsInterrupt()) this.interrupt(this.common.vector(q));
+  }
+
+  /** Tells the driver the device configuration changed (§4.1.4.5: ISR bit 1 and the config vector). */
+  protected configChanged(): void {
+    if (!this.queues) return;
+    Atomics.or(new Int32Array(this.state.isr), 0, 2);
+    this.interrupt(this.common.vector(-1));
   }
 
   /** Marks the device broken (DEVICE_NEEDS_RESET) after a QueueError; rethrows anything else. */
@@ -83,7 +90,10 @@ export abstract class VirtioDeviceRuntime {
     const queue = this.queues?.[q];
     if (!queue) return;
     try {
-      for (let chain = queue.pop(); chain; chain = queue.pop()) queue.push(chain.head, this.handle(q, chain));
+      for (let chain = queue.pop(); chain; chain = queue.pop()) {
+        const written = this.handle(q, chain);
+        if (written >= 0) queue.push(chain.head, written);
+      }
     } catch (e) {
       this.fail(e);
       return;

@@ -58,7 +58,10 @@ export function virtioBarDevice(w: VirtioPciWiring): BusDevice {
         const fd = w.queueFds[queue];
         if (fd !== undefined) libc.eventfdSignal(fd);
       }
-      // The device configuration is read-only for virtio-blk; other writes land nowhere.
+      // Only the bytes the device declares writable take a write (the balloon's `actual`); other writes land nowhere.
+      const [from, to] = w.state.deviceConfigWritable;
+      const at3 = offset - BAR_LAYOUT.DEVICE;
+      if (at3 >= from && at3 + data.length <= to) w.state.deviceConfig.set(data, at3);
     },
   };
 }

@@ -32,8 +32,10 @@ export interface VirtioPciDeviceSpec {
   classCode: [number, number, number];
   features: bigint;
   queueMaxSizes: readonly number[];
-  /** Device-specific configuration (read by the driver at BAR DEVICE). */
+  /** Device-specific configuration (read by the driver at BAR DEVICE); over a SharedArrayBuffer where the VMM changes it while the VM runs. */
   deviceConfig: Uint8Array;
+  /** The bytes [from, to) of the device configuration the driver may write (the balloon's `actual`); none by default. */
+  deviceConfigWritable?: readonly [number, number];
   /** Where BAR 0 starts (64-bit, prefetchable no, 32 KiB aligned). */
   barAddress: number;
 }
@@ -49,6 +51,7 @@ export interface VirtioPciState {
   /** ISR status byte (§4.1.4.5), read-to-clear. */
   isr: SharedArrayBuffer;
   deviceConfig: Uint8Array;
+  deviceConfigWritable: readonly [number, number];
   barAddress: number;
   queues: number;
 }
@@ -86,6 +89,6 @@ export function createVirtioPciDevice(spec: VirtioPciDeviceSpec): VirtioPciState
   const common = VirtioPciCommonConfig.create(spec.features, spec.queueMaxSizes, vectors);
   return {
     config: config.state, common: common.state, msix: msix.state, msixVectors: vectors, msixCap, isr: new SharedArrayBuffer(4),
-    deviceConfig: spec.deviceConfig, barAddress: spec.barAddress, queues: spec.queueMaxSizes.length,
+    deviceConfig: spec.deviceConfig, deviceConfigWritable: spec.deviceConfigWritable ?? [0, 0], barAddress: spec.barAddress, queues: spec.queueMaxSizes.length,
   };
 }
