@@ -8,6 +8,7 @@ import { isInterfaceName } from '../sys/tap.js';
 import { guestAssets, GUEST_NAMES, type GuestAssets } from '../guest/default-guest.js';
 import { CommandConsoleParser, encodeCommand } from '../guest/command-protocol.js';
 import { attachConsole } from './console-attach.js';
+import { DETACHED_CHILD_FLAG, runDetachedChild, startDetached } from './detached-vm.js';
 
 export const RUN_USAGE = `Usage: typevisor run [options] [-- CMD ARGS...]
 
@@ -33,9 +34,14 @@ Options:
                     (the default guest's kernel unless --kernel is given)
   --quiet           do not show the boot log
   --no-reboot       end when the guest reboots, instead of booting it again
+  -d, --detach      run the VM in the background (no CMD): 'typevisor exec NAME -- CMD' runs commands
+                    in it, 'typevisor ps' lists, 'typevisor logs NAME' shows its console, 'typevisor
+                    stop NAME' shuts it down
+  --name NAME       the detached VM's name (default: vm-<random>)
+  --balloon         add a virtio memory balloon (statistics; free memory given back to the host)
   -h, --help        this help`;
 
-interface RunOptions {
+export interface RunOptions {
   assets: GuestAssets;
   /** Booting from a root disk: the guest's initramfs stays out. */
   root: boolean;
@@ -46,6 +52,9 @@ interface RunOptions {
   noReboot: boolean;
   disks: { path: string; readOnly: boolean }[];
   nets: NetOptions[];
+  balloon: boolean;
+  detach: boolean;
+  name: string | undefined;
   command: string[];
 }
 
@@ -59,6 +68,7 @@ function parse(argv: string[]): RunOptions | 'help' {
         guest: { type: 'string' }, kernel: { type: 'string' }, initrd: { type: 'string' }, cmdline: { type: 'string' },
         cpus: { type: 'string' }, memory: { type: 'string' }, quiet: { type: 'boolean' }, 'no-reboot': { type: 'boolean' },
         disk: { type: 'string', multiple: true }, root: { type: 'string' }, net: { type: 'string', multiple: true },
+        detach: { type: 'boolean', short: 'd' }, name: { type: 'string' }, balloon: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -67,6 +77,10 @@ function parse(argv: string[]): RunOptions | 'help' {
   }
   const v = parsed.values;
   if (v.help) return 'help';
+  if (v.detach && parsed.positionals.length > 0) {
+    throw new TypevisorError('INVALID_ARGUMENT', "--detach runs a VM without a command: start it, then run commands in it with 'typevisor exec NAME -- CMD'");
+  }
+  if (v.name !== undefined && !v.detach) throw new TypevisorError('INVALID_ARGUMENT', '--name names a detached VM: add --detach');
   const vcpus = v.cpus === undefined ? 1 : Number(v.cpus);
   if (!/^\d+$/.test(v.cpus ?? '1') || !Number.isInteger(vcpus) || vcpus < 1) {
     throw new TypevisorError('INVALID_ARGUMENT', `--cpus '${v.cpus}' is not a whole number of vCPUs ≥ 1`);
@@ -112,11 +126,15 @@ function parse(argv: string[]): RunOptions | 'help' {
     memoryMib: memoryBytes / 2 ** 20,
     quiet: v.quiet ?? false,
     noReboot: v['no-reboot'] ?? false,
+    balloon: v.balloon ?? false,
+    detach: v.detach ?? false,
+    name: v.name,
     command: parsed.positionals,
   };
 }
 
 export async function runCommand(argv: string[]): Promise<number> {
+  if (argv[0] === DETACHED_CHILD_FLAG) return runDetachedChild();
   const opts = parse(argv);
   if (opts === 'help') {
     process.stdout.write(`${RUN_USAGE}\n`);
@@ -126,13 +144,15 @@ export async function runCommand(argv: string[]): Promise<number> {
     opts.assets = await guestAssets(opts.assets.name, (line) => { if (!opts.quiet) process.stderr.write(`${line}\n`); });
     if (opts.root) opts.assets = { ...opts.assets, initrd: undefined };
   }
+  if (opts.detach) return startDetached(opts);
   return opts.command.length > 0 ? runGuestCommand(opts) : runInteractive(opts);
 }
 
-function createVm(opts: RunOptions, extraCmdline: string): Promise<Vm> {
+export function createVm(opts: RunOptions, extraCmdline: string, vsockSocketPath?: string): Promise<Vm> {
   return Vm.create({
     kernel: opts.assets.kernel, initrd: opts.assets.initrd, vcpus: opts.vcpus, memoryMib: opts.memoryMib, disks: opts.disks, nets: opts.nets,
-    cmdline: [opts.cmdline, extraCmdline].filter((s) => s !== '').join(' '),
+    cmdline: [opts.cmdline, extraCmdline].filter((s) => s !== '').join(' '), balloon: opts.balloon,
+    ...(vsockSocketPath ? { vsock: { socketPath: vsockSocketPath } } : {}),
   });
 }
 

@@ -1,0 +1,80 @@
+// `typevisor exec NAME -- CMD...`: run a command in a detached VM through its guest agent, with its
+// output streamed here and its exit status as ours (like `docker exec`).
+import { parseArgs } from 'node:util';
+import { TypevisorError } from '../base/errors.js';
+import { GuestAgent } from '../vmm/guest-agent.js';
+import { requireVm, vsockPath } from './vm-registry.js';
+
+export const EXEC_USAGE = `Usage: typevisor exec [options] NAME [--] CMD [ARGS...]
+
+Run CMD in the VM NAME (started by 'typevisor run --detach --name NAME') through its guest agent.
+Its stdout and stderr are streamed here; typevisor exits with its status (127: no such command).
+
+Options:
+  -i, --interactive   pass this process's stdin to the command (default: none)
+  -e, --env K=V       set an environment variable (repeatable)
+  -w, --cwd DIR       working directory in the guest
+  --timeout SECONDS   kill the command after this long (exit 124)
+  --wait SECONDS      wait this long for a booting guest's agent (default 300; 0: do not wait)
+  -h, --help          this help`;
+
+export async function execCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv, allowPositionals: true,
+      options: {
+        interactive: { type: 'boolean', short: 'i' }, env: { type: 'string', short: 'e', multiple: true }, cwd: { type: 'string', short: 'w' },
+        timeout: { type: 'string' }, wait: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (e) {
+    throw new TypevisorError('INVALID_ARGUMENT', `${e instanceof Error ? e.message : String(e)} — see 'typevisor exec --help'`);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    process.stdout.write(`${EXEC_USAGE}\n`);
+    return 0;
+  }
+  const [name, ...command] = parsed.positionals;
+  if (name === undefined || command.length === 0) throw new TypevisorError('INVALID_ARGUMENT', `exec needs a VM name and a command — see 'typevisor exec --help'`);
+  const seconds = (text: string | undefined, what: string, fallback: number): number => {
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(n)) throw new TypevisorError('INVALID_ARGUMENT', `${what} '${text}' is not a number of seconds`);
+    return n;
+  };
+  const timeoutS = seconds(v.timeout, '--timeout', 0);
+  const waitS = seconds(v.wait, '--wait', 300);
+  const env: Record<string, string> = {};
+  for (const kv of v.env ?? []) {
+    const m = /^([^=]+)=(.*)$/s.exec(kv);
+    if (!m) throw new TypevisorError('INVALID_ARGUMENT', `--env '${kv}' — write NAME=VALUE`);
+    env[m[1]!] = m[2]!;
+  }
+  requireVm(name);
+  const agent = new GuestAgent(vsockPath(name));
+  if (waitS > 0) await agent.waitUntilReady(waitS * 1000, () => requireVm(name) !== undefined);
+  const proc = await agent.spawn(command, { env, ...(v.cwd !== undefined ? { cwd: v.cwd } : {}), ...(v.interactive ? { stdin: process.stdin } : {}) });
+  proc.stdout.pipe(process.stdout);
+  proc.stderr.pipe(process.stderr);
+  const forward = (signal: NodeJS.Signals): void => proc.kill(signal === 'SIGINT' ? 'SIGINT' : 'SIGTERM');
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  let timer: NodeJS.Timeout | undefined;
+  let timedOut = false;
+  if (timeoutS > 0) timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutS * 1000);
+  try {
+    const status = await proc.wait();
+    if (timedOut) {
+      process.stderr.write(`typevisor: the command did not finish within ${timeoutS} s and was killed\n`);
+      return 124;
+    }
+    return status.exitCode;
+  } finally {
+    clearTimeout(timer);
+    process.off('SIGINT', forward);
+    process.off('SIGTERM', forward);
+    if (v.interactive) process.stdin.destroy();
+  }
+}
