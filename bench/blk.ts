@@ -1,22 +1,26 @@
-// bench:blk — virtio-blk sequential read and write on the default guest: throughput as the device
-// sees it and as the guest's dd reports it, and the VMM's host CPU time per GiB moved (the I/O
-// worker thread's schedstat), beside QEMU's virtio-blk where QEMU can boot the guest.
+// bench:blk — virtio-blk on the default guest: sequential read and write (dd) and 4 KiB random-read
+// IOPS (O_DIRECT, the agent's randread: busybox has no fio), as the device sees them and as the
+// guest reports them, and the VMM's host CPU time per GiB moved and per request (the I/O worker
+// thread's schedstat) — beside QEMU's virtio-blk-pci (aio=threads) on the same image and guest
+// in the same run; where QEMU cannot boot the guest (PVM hosts) its failure is reported.
 import { writeFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../test/helpers/native.js';
 import { ensureDefaultGuest } from '../src/guest/default-guest.js';
 import { encodeCommand } from '../src/guest/command-protocol.js';
-import { isPvmHost } from '../src/kvm/host-kind.js';
 import { Vm } from '../src/vmm/vm.js';
 import { printResult } from './lib/report.js';
+import { runQemu } from './lib/qemu.js';
 
 // Small by default: on PVM hosts the guest kernel's own copying is emulated and takes minutes per 100 MiB.
 const MIB = Number(process.env['BENCH_MIB'] ?? 16);
+const RANDOM_READS = Number(process.env['BENCH_IOS'] ?? 2000);
 const GiB = 2 ** 30;
 /** Firecracker's published bar: 1 GiB/s at ≤ 70 % of one core. */
 const FIRECRACKER_CORE_S_PER_GIB = 0.7;
 
-interface Sample { t: number; readBytes: number; writeBytes: number; cpuNs: number }
+interface Sample { t: number; readBytes: number; writeBytes: number; requests: number; cpuNs: number }
+const PHASES = ['PHASE-READ', 'PHASE-WRITE', 'PHASE-RANDREAD', 'PHASE-END'];
 
 async function main(): Promise<void> {
   const guest = await ensureDefaultGuest((l) => console.log(l));
@@ -26,6 +30,7 @@ async function main(): Promise<void> {
   const script = [
     'echo PHASE-READ', `dd if=/dev/vda of=/dev/null bs=1M count=${MIB} 2>&1 | tail -1`,
     'echo PHASE-WRITE', `dd if=/dev/zero of=/dev/vda bs=1M count=${MIB} conv=fsync 2>&1 | tail -1`,
+    'echo PHASE-RANDREAD', `typevisor-agent randread /dev/vda 4096 ${RANDOM_READS}`,
     'echo PHASE-END',
   ].join('; ');
   const vm = await Vm.create({ kernel: guest.kernel, initrd: guest.initrd, memoryMib: 512, cmdline: `quiet ${encodeCommand(['sh', '-c', script])}`, disks: [{ path: image }] });
@@ -34,35 +39,55 @@ async function main(): Promise<void> {
   const sample = (): Sample => {
     const m = vm.metrics();
     const d = m.disks[0]!;
-    return { t: performance.now(), readBytes: d.readBytes, writeBytes: d.writeBytes, cpuNs: m.ioThreadCpuNs };
+    return { t: performance.now(), readBytes: d.readBytes, writeBytes: d.writeBytes, requests: d.requests, cpuNs: m.ioThreadCpuNs };
   };
   vm.console.on('data', (d: Buffer) => {
     log += d.toString('latin1');
-    for (const phase of ['PHASE-READ', 'PHASE-WRITE', 'PHASE-END']) if (!marks.has(phase) && log.includes(`${phase}\r\n`)) marks.set(phase, sample());
+    for (const phase of PHASES) if (!marks.has(phase) && log.includes(`${phase}\r\n`)) marks.set(phase, sample());
   });
   await vm.start();
   const exit = await vm.waitForExit();
-  const [r0, w0, end] = [marks.get('PHASE-READ'), marks.get('PHASE-WRITE'), marks.get('PHASE-END')];
-  if (!r0 || !w0 || !end) throw new Error(`the guest did not finish (${exit.reason}: ${exit.detail}); console tail: ${log.slice(-1500)}`);
+  const [r0, w0, rr0, end] = PHASES.map((p) => marks.get(p));
+  if (!r0 || !w0 || !rr0 || !end) throw new Error(`the guest did not finish (${exit.reason}: ${exit.detail}); console tail: ${log.slice(-1500)}`);
   const guestLines = log.split('\n').filter((l) => /copied/.test(l)).map((l) => l.trim());
   const rate = (bytes: number, ms: number): number => bytes / 2 ** 20 / (ms / 1000);
   const readMiBs = rate(w0.readBytes - r0.readBytes, w0.t - r0.t);
-  const writeMiBs = rate(end.writeBytes - w0.writeBytes, end.t - w0.t);
+  const writeMiBs = rate(rr0.writeBytes - w0.writeBytes, rr0.t - w0.t);
   const readCpu = (w0.cpuNs - r0.cpuNs) / 1e9 / ((w0.readBytes - r0.readBytes) / GiB);
-  const writeCpu = (end.cpuNs - w0.cpuNs) / 1e9 / ((end.writeBytes - w0.writeBytes) / GiB);
+  const writeCpu = (rr0.cpuNs - w0.cpuNs) / 1e9 / ((rr0.writeBytes - w0.writeBytes) / GiB);
+  const ios = end.requests - rr0.requests;
+  const deviceIops = ios / ((end.t - rr0.t) / 1000);
+  const usPerIo = (end.cpuNs - rr0.cpuNs) / 1e3 / ios;
+  const guestIops = Number(/randread .*: (\d+) IOPS/.exec(log)?.[1] ?? NaN);
   console.log(`guest dd: ${guestLines.join(' | ')}`);
   console.log(`sequential read  ${MIB} MiB: ${readMiBs.toFixed(1)} MiB/s at the device; VMM I/O thread ${readCpu.toFixed(3)} core-s/GiB`);
   console.log(`sequential write ${MIB} MiB: ${writeMiBs.toFixed(1)} MiB/s at the device; VMM I/O thread ${writeCpu.toFixed(3)} core-s/GiB`);
+  console.log(`4 KiB random read (O_DIRECT), ${ios} requests: ${deviceIops.toFixed(0)} IOPS at the device, ${guestIops} in the guest; VMM I/O thread ${usPerIo.toFixed(1)} µs per request`);
   console.log(`Firecracker's bar: ≤ ${FIRECRACKER_CORE_S_PER_GIB} core-s/GiB → ratio read ${(readCpu / FIRECRACKER_CORE_S_PER_GIB).toFixed(3)}, write ${(writeCpu / FIRECRACKER_CORE_S_PER_GIB).toFixed(3)}`);
-  const qemu = isPvmHost()
-    ? 'not run: QEMU cannot boot this guest on PVM hosts (KVM emulation failure on xrstor in early boot; see bench:boot)'
-    : 'not run: the QEMU side of bench:blk is not written yet';
-  console.log(`qemu: ${qemu}`);
-  printResult({
+  const result: Record<string, unknown> = {
     mib: MIB, read_mib_s: readMiBs, write_mib_s: writeMiBs, read_cpu_core_s_per_gib: readCpu, write_cpu_core_s_per_gib: writeCpu,
+    randread_4k_device_iops: deviceIops, randread_4k_guest_iops: guestIops, randread_cpu_us_per_request: usPerIo,
     ratio_read_cpu_vs_firecracker_bar: readCpu / FIRECRACKER_CORE_S_PER_GIB, ratio_write_cpu_vs_firecracker_bar: writeCpu / FIRECRACKER_CORE_S_PER_GIB,
-    guest_dd: guestLines, qemu,
+    guest_dd: guestLines,
+  };
+  // The peer: QEMU's virtio-blk-pci with a thread pool, on the same image and guest.
+  const q = await runQemu(guest, {
+    script, markers: PHASES, timeoutMs: 600_000,
+    devices: ['-drive', `if=none,id=d0,file=${image},format=raw,aio=threads,cache=none`, '-device', 'virtio-blk-pci,drive=d0'],
   });
+  if (q.outcome === 'finished') {
+    const at = (p: string): number => q.marks.get(p)!;
+    const qRead = MIB / ((at('PHASE-WRITE') - at('PHASE-READ')) / 1000);
+    const qWrite = MIB / ((at('PHASE-RANDREAD') - at('PHASE-WRITE')) / 1000);
+    const qIops = Number(/randread .*: (\d+) IOPS/.exec(q.console)?.[1] ?? NaN);
+    Object.assign(result, { qemu: 'finished', qemu_read_mib_s: qRead, qemu_write_mib_s: qWrite, qemu_randread_4k_guest_iops: qIops,
+      ratio_read_throughput: readMiBs / qRead, ratio_write_throughput: writeMiBs / qWrite, ratio_randread_iops: guestIops / qIops });
+    console.log(`qemu: read ${qRead.toFixed(1)} MiB/s, write ${qWrite.toFixed(1)} MiB/s, ${qIops} IOPS → ratios ${(readMiBs / qRead).toFixed(2)}, ${(writeMiBs / qWrite).toFixed(2)}, ${(guestIops / qIops).toFixed(2)}`);
+  } else {
+    Object.assign(result, { qemu: q.outcome, qemu_ended_s: q.totalMs / 1000, qemu_last_kernel_line: q.lastKernelLine });
+    console.log(`qemu: ${q.outcome} after ${(q.totalMs / 1000).toFixed(1)} s (last kernel line: ${q.lastKernelLine || 'none'}) — no ratio on this host`);
+  }
+  printResult(result);
 }
 
 await main();

@@ -1,96 +1,164 @@
-// bench:net — virtio-net on a TAP, host ↔ guest over TCP: guest download throughput (guest RX),
-// host fetching from the guest's server (guest TX), ICMP round-trip latency, and the VMM's host
-// CPU time per GB moved (the I/O worker thread). Everything runs inside a network namespace the
-// bench creates and deletes: it re-runs itself under `ip netns exec`, so the VMM, its TAP, the
-// host-side server and all traffic stay in there. QEMU's userspace virtio-net would run beside
-// it where QEMU can boot the guest (not on PVM hosts).
+// bench:net — virtio-net on a TAP and virtio-vsock, host ↔ guest: TCP throughput both ways (guest
+// downloads from a host server: guest RX; the host fetches from the guest's httpd: guest TX), TCP
+// and vsock request/response latency, vsock throughput both ways (the agent's file transfer), ICMP
+// round trips, and the VMM's host CPU time per GB moved (the I/O worker thread). Everything runs in
+// a network namespace the bench creates and deletes: it re-runs itself under `ip netns exec`, so
+// the VMM, its TAP, the host-side server and all traffic stay in there. QEMU's userspace virtio-net
+// (`-netdev tap`, no vhost) boots the same guest with the same download in the same run; where it
+// cannot boot the guest (PVM hosts) its failure is reported and our CPU per GB is set beside
+// Firecracker's published bar.
 import { execFileSync, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { ensureDefaultGuest } from '../src/guest/default-guest.js';
 import { encodeCommand } from '../src/guest/command-protocol.js';
-import { isPvmHost } from '../src/kvm/host-kind.js';
 import { Vm } from '../src/vmm/vm.js';
-import { printResult } from './lib/report.js';
+import { median, printResult } from './lib/report.js';
+import { runQemu } from './lib/qemu.js';
 
 // Small by default: on PVM hosts the guest's TCP stack runs in KVM's emulator.
 const MIB = Number(process.env['BENCH_MIB'] ?? 8);
+const ROUND_TRIPS = Number(process.env['BENCH_RR'] ?? 30);
 const GB = 1e9;
 /** Firecracker's published bar: 14.5 Gbps at ≤ 80 % of one core → 0.8 / (14.5 / 8) core-s per GB. */
 const FIRECRACKER_CORE_S_PER_GB = 0.8 / (14.5 / 8);
 const HOST_IP = '10.98.0.1';
 const GUEST_IP = '10.98.0.2';
+const PHASES = ['PHASE-RX', 'PHASE-HOST', 'PHASE-PING', 'PHASE-END'];
 
-interface Sample { t: number; rx: number; tx: number; cpuNs: number }
+interface Sample { t: number; rx: number; tx: number; vsockRx: number; vsockTx: number; cpuNs: number }
+
+/** The guest's part: a download from the host, then it waits (on its console) while the host drives the rest. */
+function guestScript(waitForHost: boolean): string {
+  return [
+    `mkdir -p /tmp/www && head -c ${MIB * 2 ** 20} /dev/zero > /tmp/www/blob && echo small > /tmp/www/rr && httpd -p 8000 -h /tmp/www`,
+    `ping -c 1 -W 10 ${HOST_IP} >/dev/null`,
+    'echo PHASE-RX', `wget -q -O /dev/null http://${HOST_IP}:8080/blob`,
+    'echo PHASE-HOST', ...(waitForHost ? ['read _ < /dev/console'] : []),
+    'echo PHASE-PING', `ping -c 20 -i 0.2 ${HOST_IP} | tail -1`,
+    'echo PHASE-END',
+  ].join('; ');
+}
+
+function get(url: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve(Buffer.concat(parts)));
+    }).on('error', reject);
+  });
+}
 
 async function inner(): Promise<void> {
   const guest = await ensureDefaultGuest((l) => console.log(l));
   const payload = Buffer.alloc(MIB * 2 ** 20, 0x5a);
   const server = http.createServer((_req, res) => res.end(payload));
-  await new Promise<void>((resolve) => server.listen(8080, HOST_IP, resolve));
-  const script = [
-    'ip link set eth0 up', `ip addr add ${GUEST_IP}/24 dev eth0`,
-    `ping -c 1 -W 10 ${HOST_IP} >/dev/null`,
-    `mkdir -p /tmp/www && head -c ${MIB * 2 ** 20} /dev/zero > /tmp/www/blob && httpd -p 8000 -h /tmp/www`,
-    'echo PHASE-RX', `wget -q -O /dev/null http://${HOST_IP}:8080/`,
-    'echo PHASE-TX', 'read _ < /dev/console',
-    'echo PHASE-PING', `ping -c 20 -i 0.2 ${HOST_IP} | tail -1`,
-    'echo PHASE-END',
-  ].join('; ');
-  const vm = await Vm.create({ kernel: guest.kernel, initrd: guest.initrd, memoryMib: 512, cmdline: `quiet ${encodeCommand(['sh', '-c', script])}`, nets: [{ tap: 'tvbench0' }] });
+  execFileSync('ip', ['tuntap', 'add', 'dev', 'tvbench0', 'mode', 'tap']);
   execFileSync('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', 'tvbench0']);
   execFileSync('ip', ['link', 'set', 'tvbench0', 'up']);
+  await new Promise<void>((resolve) => server.listen(8080, HOST_IP, resolve));
+  const vm = await Vm.create({
+    kernel: guest.kernel, initrd: guest.initrd, memoryMib: 512, cmdline: `quiet ${encodeCommand(['sh', '-c', guestScript(true)])}`,
+    nets: [{ tap: 'tvbench0', address: `${GUEST_IP}/24` }],
+  });
   let log = '';
   const marks = new Map<string, Sample>();
   const sample = (): Sample => {
     const m = vm.metrics();
     const n = m.nets[0]!;
-    return { t: performance.now(), rx: n.rxBytes, tx: n.txBytes, cpuNs: m.ioThreadCpuNs };
+    return { t: performance.now(), rx: n.rxBytes, tx: n.txBytes, vsockRx: m.vsock!.rxBytes, vsockTx: m.vsock!.txBytes, cpuNs: m.ioThreadCpuNs };
   };
-  let fetched: Promise<void> | undefined;
+  const result: Record<string, unknown> = { mib: MIB, round_trips: ROUND_TRIPS };
+  let hostPart: Promise<void> | undefined;
+  /** While the guest waits: TCP guest → host bulk, TCP and vsock round trips, vsock bulk both ways. */
+  const driveFromHost = async (): Promise<void> => {
+    const s0 = sample();
+    const fetched = await get(`http://${GUEST_IP}:8000/blob`);
+    const s1 = sample();
+    if (fetched.length !== payload.length) throw new Error(`fetched ${fetched.length} bytes of ${payload.length}`);
+    result['tx_mbit_s'] = (fetched.length * 8) / 1e6 / ((s1.t - s0.t) / 1000);
+    result['tx_cpu_core_s_per_gb'] = (s1.cpuNs - s0.cpuNs) / 1e9 / ((s1.tx - s0.tx) / GB);
+    const tcpRr: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) {
+      const t = performance.now();
+      await get(`http://${GUEST_IP}:8000/rr`);
+      tcpRr.push(performance.now() - t);
+    }
+    result['tcp_rr_median_ms'] = median(tcpRr);
+    await vm.waitForAgent(120_000);
+    const vsockRr: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) {
+      const t = performance.now();
+      await vm.ping();
+      vsockRr.push(performance.now() - t);
+    }
+    result['vsock_rr_median_ms'] = median(vsockRr);
+    const v0 = sample();
+    await vm.files.write('/tmp/vsock.bin', payload);
+    const v1 = sample();
+    const back = await vm.files.read('/tmp/vsock.bin');
+    const v2 = sample();
+    if (back.length !== payload.length) throw new Error('vsock read-back is short');
+    result['vsock_host_to_guest_mbit_s'] = (payload.length * 8) / 1e6 / ((v1.t - v0.t) / 1000);
+    result['vsock_guest_to_host_mbit_s'] = (payload.length * 8) / 1e6 / ((v2.t - v1.t) / 1000);
+    result['vsock_host_to_guest_cpu_core_s_per_gb'] = (v1.cpuNs - v0.cpuNs) / 1e9 / ((v1.vsockRx - v0.vsockRx) / GB);
+    result['vsock_guest_to_host_cpu_core_s_per_gb'] = (v2.cpuNs - v1.cpuNs) / 1e9 / ((v2.vsockTx - v1.vsockTx) / GB);
+    vm.console.write('\n');
+  };
   vm.console.on('data', (d: Buffer) => {
     log += d.toString('latin1');
-    for (const phase of ['PHASE-RX', 'PHASE-TX', 'PHASE-PING', 'PHASE-END']) {
+    for (const phase of PHASES) {
       if (marks.has(phase) || !log.includes(`${phase}\r\n`)) continue;
       marks.set(phase, sample());
-      if (phase === 'PHASE-TX') {
-        // The host fetches the guest's file, then lets the guest go on (a line on its console).
-        fetched = new Promise<void>((resolve, reject) => {
-          http.get(`http://${GUEST_IP}:8000/blob`, (res) => { res.resume(); res.on('end', () => { marks.set('TX-DONE', sample()); vm.console.write('\n'); resolve(); }); }).on('error', reject);
-        });
-      }
+      if (phase === 'PHASE-HOST') hostPart = driveFromHost();
     }
   });
   await vm.start();
   const exit = await vm.waitForExit();
-  await fetched;
+  await hostPart;
   server.close();
-  const [rx0, tx0, txEnd, end] = [marks.get('PHASE-RX'), marks.get('PHASE-TX'), marks.get('TX-DONE'), marks.get('PHASE-END')];
-  if (!rx0 || !tx0 || !txEnd || !end) throw new Error(`the guest did not finish (${exit.reason}: ${exit.detail}); console tail: ${log.slice(-1500)}`);
-  const rxBytes = tx0.rx - rx0.rx;
-  const txBytes = txEnd.tx - tx0.tx;
-  const rxMbps = (rxBytes * 8) / 1e6 / ((tx0.t - rx0.t) / 1000);
-  const txMbps = (txBytes * 8) / 1e6 / ((txEnd.t - tx0.t) / 1000);
-  const rxCpu = (tx0.cpuNs - rx0.cpuNs) / 1e9 / (rxBytes / GB);
-  const txCpu = (txEnd.cpuNs - tx0.cpuNs) / 1e9 / (txBytes / GB);
+  const [rx0, host0, ping0, end] = PHASES.map((p) => marks.get(p));
+  if (!rx0 || !host0 || !ping0 || !end) throw new Error(`the guest did not finish (${exit.reason}: ${exit.detail}); console tail: ${log.slice(-1500)}`);
+  const rxBytes = host0.rx - rx0.rx;
+  result['rx_mbit_s'] = (rxBytes * 8) / 1e6 / ((host0.t - rx0.t) / 1000);
+  result['rx_cpu_core_s_per_gb'] = (host0.cpuNs - rx0.cpuNs) / 1e9 / (rxBytes / GB);
   const rtt = /= [\d.]+\/([\d.]+)\//.exec(log.slice(log.indexOf('PHASE-PING')))?.[1];
-  console.log(`guest download ${MIB} MiB (guest RX): ${rxMbps.toFixed(1)} Mbit/s; VMM I/O thread ${rxCpu.toFixed(3)} core-s/GB`);
-  console.log(`host fetch from guest ${MIB} MiB (guest TX): ${txMbps.toFixed(1)} Mbit/s; VMM I/O thread ${txCpu.toFixed(3)} core-s/GB`);
-  console.log(`ping round trip (avg of 20): ${rtt ?? '?'} ms`);
-  console.log(`Firecracker's bar: ≤ ${FIRECRACKER_CORE_S_PER_GB.toFixed(3)} core-s/GB → ratio RX ${(rxCpu / FIRECRACKER_CORE_S_PER_GB).toFixed(2)}, TX ${(txCpu / FIRECRACKER_CORE_S_PER_GB).toFixed(2)}`);
-  const qemu = isPvmHost()
-    ? 'not run: QEMU cannot boot this guest on PVM hosts (KVM emulation failure on xrstor in early boot; see bench:boot)'
-    : 'not run: the QEMU side of bench:net is not written yet';
-  console.log(`qemu: ${qemu}`);
-  printResult({
-    mib: MIB, rx_mbit_s: rxMbps, tx_mbit_s: txMbps, rx_cpu_core_s_per_gb: rxCpu, tx_cpu_core_s_per_gb: txCpu,
-    ping_avg_ms: rtt === undefined ? null : Number(rtt),
-    ratio_rx_cpu_vs_firecracker_bar: rxCpu / FIRECRACKER_CORE_S_PER_GB, ratio_tx_cpu_vs_firecracker_bar: txCpu / FIRECRACKER_CORE_S_PER_GB,
-    net_metrics: vm.metrics().nets[0], qemu,
+  result['ping_avg_ms'] = rtt === undefined ? null : Number(rtt);
+  const n = (k: string): number => result[k] as number;
+  console.log(`TCP guest download ${MIB} MiB (guest RX): ${n('rx_mbit_s').toFixed(1)} Mbit/s; VMM I/O thread ${n('rx_cpu_core_s_per_gb').toFixed(3)} core-s/GB`);
+  console.log(`TCP host fetch from guest ${MIB} MiB (guest TX): ${n('tx_mbit_s').toFixed(1)} Mbit/s; VMM I/O thread ${n('tx_cpu_core_s_per_gb').toFixed(3)} core-s/GB`);
+  console.log(`vsock ${MIB} MiB host → guest: ${n('vsock_host_to_guest_mbit_s').toFixed(1)} Mbit/s (${n('vsock_host_to_guest_cpu_core_s_per_gb').toFixed(3)} core-s/GB); guest → host: ${n('vsock_guest_to_host_mbit_s').toFixed(1)} Mbit/s (${n('vsock_guest_to_host_cpu_core_s_per_gb').toFixed(3)} core-s/GB)`);
+  console.log(`request/response (median of ${ROUND_TRIPS}, a new connection each): TCP HTTP GET ${n('tcp_rr_median_ms').toFixed(2)} ms, vsock agent ping ${n('vsock_rr_median_ms').toFixed(2)} ms; ICMP ping avg ${rtt ?? '?'} ms`);
+  result['ratio_rx_cpu_vs_firecracker_bar'] = n('rx_cpu_core_s_per_gb') / FIRECRACKER_CORE_S_PER_GB;
+  result['ratio_tx_cpu_vs_firecracker_bar'] = n('tx_cpu_core_s_per_gb') / FIRECRACKER_CORE_S_PER_GB;
+  console.log(`Firecracker's bar: ≤ ${FIRECRACKER_CORE_S_PER_GB.toFixed(3)} core-s/GB → ratio RX ${n('ratio_rx_cpu_vs_firecracker_bar').toFixed(2)}, TX ${n('ratio_tx_cpu_vs_firecracker_bar').toFixed(2)}`);
+  result['net_metrics'] = vm.metrics().nets[0];
+  // The peer: QEMU's userspace virtio-net on a TAP of its own, the same guest and download.
+  execFileSync('ip', ['tuntap', 'add', 'dev', 'tvqemu0', 'mode', 'tap']);
+  execFileSync('ip', ['link', 'set', 'tvbench0', 'down']);
+  execFileSync('ip', ['addr', 'flush', 'dev', 'tvbench0']);
+  execFileSync('ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', 'tvqemu0']);
+  execFileSync('ip', ['link', 'set', 'tvqemu0', 'up']);
+  const qServer = http.createServer((_req, res) => res.end(payload));
+  await new Promise<void>((resolve) => qServer.listen(8080, HOST_IP, resolve));
+  const q = await runQemu({ kernel: guest.kernel, initrd: guest.initrd }, {
+    script: guestScript(false), markers: PHASES, timeoutMs: 600_000,
+    devices: ['-netdev', 'tap,id=n0,ifname=tvqemu0,script=no,downscript=no,vhost=off', '-device', 'virtio-net-pci,netdev=n0'],
   });
+  qServer.close();
+  if (q.outcome === 'finished') {
+    const qRx = (MIB * 2 ** 20 * 8) / 1e6 / ((q.marks.get('PHASE-HOST')! - q.marks.get('PHASE-RX')!) / 1000);
+    Object.assign(result, { qemu: 'finished', qemu_rx_mbit_s: qRx, ratio_rx_throughput: n('rx_mbit_s') / qRx });
+    console.log(`qemu: guest download ${qRx.toFixed(1)} Mbit/s → ratio ${(n('rx_mbit_s') / qRx).toFixed(2)}`);
+  } else {
+    Object.assign(result, { qemu: q.outcome, qemu_ended_s: q.totalMs / 1000, qemu_last_kernel_line: q.lastKernelLine });
+    console.log(`qemu: ${q.outcome} after ${(q.totalMs / 1000).toFixed(1)} s (last kernel line: ${q.lastKernelLine || 'none'}) — no ratio on this host`);
+  }
+  printResult(result);
 }
 
-/** Outside: make the namespace, run inside it, always remove it. */
+/** Outside: make the namespace, run inside it, always remove it (and whatever still runs in it). */
 function outer(): void {
   const ns = `tv-bench-net-${process.pid}`;
   execFileSync('ip', ['netns', 'add', ns]);
@@ -99,6 +167,9 @@ function outer(): void {
     const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), '--inside'], { stdio: 'inherit', env: process.env });
     process.exitCode = r.status ?? 1;
   } finally {
+    for (const pid of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '')) {
+      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+    }
     execFileSync('ip', ['netns', 'del', ns]);
   }
 }

@@ -18,11 +18,29 @@ Options:
   --wait SECONDS      wait this long for a booting guest's agent (default 300; 0: do not wait)
   -h, --help          this help`;
 
+/** Options that take a value: the token after them is theirs, not the VM's name. */
+const VALUE_OPTIONS = new Set(['-e', '--env', '-w', '--cwd', '--timeout', '--wait']);
+
+/** exec's own options end at the VM's name (as docker exec's do): everything after it is the command. */
+function splitAtName(argv: string[]): [string[], string[]] {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') return [argv.slice(0, i), argv.slice(i + 1)];
+    if (!a.startsWith('-')) {
+      const rest = argv.slice(i + 1);
+      return [argv.slice(0, i + 1), rest[0] === '--' ? rest.slice(1) : rest];
+    }
+    if (VALUE_OPTIONS.has(a)) i++;
+  }
+  return [argv, []];
+}
+
 export async function execCommand(argv: string[]): Promise<number> {
+  const [own, command] = splitAtName(argv);
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv, allowPositionals: true,
+      args: own, allowPositionals: true,
       options: {
         interactive: { type: 'boolean', short: 'i' }, env: { type: 'string', short: 'e', multiple: true }, cwd: { type: 'string', short: 'w' },
         timeout: { type: 'string' }, wait: { type: 'string' }, help: { type: 'boolean', short: 'h' },
@@ -36,7 +54,8 @@ export async function execCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${EXEC_USAGE}\n`);
     return 0;
   }
-  const [name, ...command] = parsed.positionals;
+  const [name, ...extra] = parsed.positionals;
+  command.unshift(...extra);
   if (name === undefined || command.length === 0) throw new TypevisorError('INVALID_ARGUMENT', `exec needs a VM name and a command — see 'typevisor exec --help'`);
   const seconds = (text: string | undefined, what: string, fallback: number): number => {
     if (text === undefined) return fallback;

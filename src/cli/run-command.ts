@@ -3,8 +3,8 @@ import { parseArgs } from 'node:util';
 import { TypevisorError } from '../base/errors.js';
 import { parseSize } from '../base/size.js';
 import { Vm, type VmExit } from '../vmm/vm.js';
-import { parseMac, type NetOptions } from '../vmm/virtio-devices.js';
-import { isInterfaceName } from '../sys/tap.js';
+import type { NetOptions } from '../vmm/virtio-devices.js';
+import { NET_HELP, parseNetSpec } from './net-spec.js';
 import { guestAssets, GUEST_NAMES, type GuestAssets } from '../guest/default-guest.js';
 import { CommandConsoleParser, encodeCommand } from '../guest/command-protocol.js';
 import { attachConsole } from './console-attach.js';
@@ -25,10 +25,7 @@ Options:
   --memory SIZE     guest memory, e.g. 256M or 2G (default 256M)
   --disk FILE[,ro]  attach a raw disk image as a virtio-blk drive (/dev/vda, vdb, … in order;
                     repeatable; ,ro = read-only). The image is locked while the VM runs.
-  --net tap=NAME[,mac=MAC] | bridge=NAME[,mac=MAC]
-                    a virtio-net NIC (eth0, eth1, … in order; repeatable) on the host TAP NAME
-                    (created if absent), or on a new TAP made a port of the bridge NAME (created
-                    if absent: VMs on one bridge reach each other). Needs root or CAP_NET_ADMIN.
+${NET_HELP}
   --root FILE       boot with this ext4 image as / (e.g. from 'typevisor image create --from debian'):
                     it becomes /dev/vda, before any --disk, and the kernel starts its /sbin/init
                     (the default guest's kernel unless --kernel is given)
@@ -97,16 +94,7 @@ function parse(argv: string[]): RunOptions | 'help' {
     if (!m || m[1]!.includes(',')) throw new TypevisorError('INVALID_ARGUMENT', `--disk '${spec}' — write FILE or FILE,ro`);
     return { path: m[1]!, readOnly: m[2] !== undefined };
   });
-  const nets = (v.net ?? []).map((spec) => {
-    const m = /^(tap|bridge)=([^,]+)(?:,mac=([^,]+))?$/.exec(spec);
-    if (!m) throw new TypevisorError('INVALID_ARGUMENT', `--net '${spec}' — write tap=NAME or bridge=NAME, optionally with ,mac=aa:bb:cc:dd:ee:ff`);
-    const [, kind, name, mac] = m as unknown as [string, 'tap' | 'bridge', string, string | undefined];
-    if (!isInterfaceName(name)) throw new TypevisorError('INVALID_ARGUMENT', `--net: '${name}' is not an interface name (1–15 letters, digits, _ . -)`);
-    if (mac !== undefined && !parseMac(mac)) throw new TypevisorError('INVALID_ARGUMENT', `--net: MAC address '${mac}' is not a unicast aa:bb:cc:dd:ee:ff`);
-    const nic: NetOptions = kind === 'tap' ? { tap: name } : { bridge: name };
-    if (mac !== undefined) nic.mac = mac;
-    return nic;
-  });
+  const nets = (v.net ?? []).map(parseNetSpec);
   let rootCmdline = '';
   if (v.root !== undefined) {
     if (v.guest !== undefined && v.guest !== 'default') {

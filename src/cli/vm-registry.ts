@@ -1,11 +1,11 @@
 // Where detached VMs (`run --detach`) are found by `exec`, `ps`, `stop` and `logs`: one directory
 // per VM under the runtime root, holding its vsock socket, its console log and info.json (written
 // by the VM's own process, removed by it when the VM ends; a directory whose process is gone is
-// stale and is swept). The root is $TYPEVISOR_RUNTIME_DIR, else /run/typevisor for root, else
-// $XDG_RUNTIME_DIR/typevisor, else /tmp/typevisor-<uid>.
+// stale and is swept), under the runtime root (src/vmm/runtime-dir.ts).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { TypevisorError } from '../base/errors.js';
+import { runtimeRoot } from '../vmm/runtime-dir.js';
 
 export interface VmInfo {
   name: string;
@@ -19,13 +19,6 @@ export interface VmInfo {
   boots: number;
 }
 
-export function runtimeRoot(): string {
-  const override = process.env['TYPEVISOR_RUNTIME_DIR'];
-  if (override) return override;
-  if (process.getuid?.() === 0) return '/run/typevisor';
-  const xdg = process.env['XDG_RUNTIME_DIR'];
-  return xdg ? join(xdg, 'typevisor') : `/tmp/typevisor-${process.getuid?.() ?? 'user'}`;
-}
 
 export const vmsDir = (): string => join(runtimeRoot(), 'vms');
 export const vmDir = (name: string): string => join(vmsDir(), name);

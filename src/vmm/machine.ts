@@ -8,7 +8,7 @@ import { KVM_CAP } from '../kvm/ioctls.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory, type MemoryRegion } from '../memory/guest-memory.js';
 import { createLegacyDeviceState } from './legacy-devices.js';
-import { VirtioDevices, type DiskOptions, type NetOptions, type VsockOptions } from './virtio-devices.js';
+import { VirtioDevices, type BalloonOptions, type DiskOptions, type NetOptions, type VsockOptions } from './virtio-devices.js';
 import { xsaveLayout } from './vcpu-assist.js';
 import type { XsaveComponent } from '../arch/x86_64/assist/instruction-assist.js';
 import { CONTROL, type ExitReason, type VcpuWorkerData, type WorkerMessage } from './vcpu-protocol.js';
@@ -44,7 +44,7 @@ export interface MachineOptions {
   /** A virtio-vsock device with its host side on a Unix socket (Firecracker's hybrid vsock). */
   vsock?: VsockOptions | undefined;
   /** A virtio memory balloon (statistics, free page reporting). */
-  balloon?: boolean;
+  balloon?: BalloonOptions | undefined;
 }
 
 export interface MachineExit {
@@ -109,7 +109,7 @@ export class Machine {
       this.vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
-      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false, nets: options.nets ?? [], vsock: options.vsock, balloon: options.balloon ?? false });
+      this.drives = new VirtioDevices(this.vm, options.disks ?? [], { rng: options.rng ?? false, nets: options.nets ?? [], vsock: options.vsock, balloon: options.balloon });
       for (const w of this.drives.wirings) {
         this.deviceState.pci.functions.push(w.state.config);
         this.deviceState.virtio.push(w);

@@ -17,14 +17,16 @@ import { LAYOUT } from '../arch/x86_64/layout.js';
 import { randomBytes } from 'node:crypto';
 import { TypevisorError } from '../base/errors.js';
 import { openTap, type Tap } from '../sys/tap.js';
-import { addToBridge, ensureBridge } from './host-network.js';
+import { addToBridge, ensureBridge, ensureDhcp, ensureNat } from './host-network.js';
+import { parseCidr } from './ip-address.js';
+import { runtimeRoot } from './runtime-dir.js';
 import { formatMac, NET_FEATURES, netConfig, parseMac, randomMac } from '../devices/virtio/net/config.js';
 import { NET_METRICS, readNetMetrics, type NetDeviceMetrics } from '../devices/virtio/net/device.js';
 import { isGuestCid, vsockConfig } from '../devices/virtio/vsock/packet.js';
 import { readVsockMetrics, VSOCK_FEATURES, VSOCK_METRICS, type VsockDeviceMetrics } from '../devices/virtio/vsock/device.js';
 import {
-  BALLOON_CONFIG_WRITABLE, BALLOON_FEATURES, BALLOON_METRICS, BALLOON_PAGE, BALLOON_QUEUES, balloonConfig, readBalloonMetrics, setBalloonTarget,
-  type BalloonMetrics,
+  BALLOON_CONFIG_WRITABLE, balloonFeatures, BALLOON_METRICS, BALLOON_PAGE, BALLOON_QUEUES, balloonConfig, readBalloonMetrics, setBalloonTarget,
+  type BalloonMetrics, type BalloonOptions,
 } from '../devices/virtio/balloon.js';
 import { listenUnix } from '../sys/unix-socket.js';
 
@@ -43,7 +45,20 @@ export interface NetOptions {
   bridge?: string;
   /** The guest's MAC address, aa:bb:cc:dd:ee:ff (default: a random locally administered one). */
   mac?: string;
+  /** With a bridge: the host's address on it, e.g. 10.0.0.1/24 (given to the bridge if it has none). */
+  hostAddress?: string;
+  /**
+   * The guest's address, set by its kernel before init (`ip=`): static A.B.C.D/N, or 'dhcp' — from
+   * a dnsmasq the VMM runs on the bridge (it needs the bridge's host address). One NIC per VM.
+   */
+  address?: string;
+  /** The guest's default gateway with a static address (default: the bridge's host address). */
+  gateway?: string;
+  /** NAT (masquerade) from the bridge's subnet to the host's other interfaces (default off). */
+  nat?: boolean;
 }
+
+export type { BalloonOptions } from '../devices/virtio/balloon.js';
 
 export interface VsockOptions {
   /** The guest's context ID (default 3). */
@@ -95,7 +110,7 @@ export class VirtioDevices {
   private exited: Promise<string | undefined> | undefined;
 
   /** Opens every image first (so a bad one fails before anything else is made), then builds the devices. */
-  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean; nets?: readonly NetOptions[]; vsock?: VsockOptions | undefined; balloon?: boolean }) {
+  constructor(private readonly vm: VmFd, disks: readonly DiskOptions[], opts: { rng: boolean; nets?: readonly NetOptions[]; vsock?: VsockOptions | undefined; balloon?: BalloonOptions | undefined }) {
     this.msiVectors = new MsiVectorAllocator(vm, () => this.eventfd());
     try {
       for (const d of disks) this.disks.push(FileDisk.open(d.path, { readOnly: d.readOnly ?? false }));
@@ -110,7 +125,14 @@ export class VirtioDevices {
         const mac = n.mac === undefined ? randomMac((k) => randomBytes(k)) : parseMac(n.mac);
         if (!mac) throw new TypevisorError('INVALID_ARGUMENT', `MAC address '${n.mac}' is not a unicast aa:bb:cc:dd:ee:ff`);
         if ((n.tap === undefined) === (n.bridge === undefined)) throw new TypevisorError('INVALID_ARGUMENT', 'a NIC needs either a tap or a bridge');
-        if (n.bridge !== undefined) ensureBridge(n.bridge);
+        if (n.bridge === undefined && (n.address === 'dhcp' || n.nat || n.hostAddress !== undefined)) {
+          throw new TypevisorError('INVALID_ARGUMENT', 'DHCP, NAT and a host address need a bridge (--net bridge=NAME,…), not a TAP of your own');
+        }
+        if (n.bridge !== undefined) {
+          ensureBridge(n.bridge, n.hostAddress === undefined ? undefined : parseCidr(n.hostAddress, 'the host address'));
+          if (n.address === 'dhcp') ensureDhcp(n.bridge, runtimeRoot());
+          if (n.nat) ensureNat(n.bridge);
+        }
         const tap = openTap(n.tap ?? `tv${process.pid}n${this.nets.length}`);
         this.fds.push(tap.fd);
         if (n.bridge !== undefined) addToBridge(tap.name, n.bridge);
@@ -137,7 +159,7 @@ export class VirtioDevices {
       if (opts.balloon) {
         const config = balloonConfig();
         const wiring = this.add({
-          deviceId: VIRTIO_ID.BALLOON, classCode: [0xff, 0x00, 0x00], features: BALLOON_FEATURES,
+          deviceId: VIRTIO_ID.BALLOON, classCode: [0xff, 0x00, 0x00], features: balloonFeatures(opts.balloon),
           queueMaxSizes: Array.from({ length: BALLOON_QUEUES }, () => QUEUE_SIZE), deviceConfig: config, deviceConfigWritable: BALLOON_CONFIG_WRITABLE,
         });
         this.wirings.push(wiring);

@@ -9,9 +9,10 @@ import { Serial8250 } from '../devices/legacy/serial8250.js';
 import { Machine, type MachineExit } from './machine.js';
 import { loadLinux, type LinuxBoot } from './linux-loader.js';
 import { guestCommandLine } from './command-line.js';
+import { kernelIpOption, parseCidr } from './ip-address.js';
 import { setupVcpuForBoot } from './vcpu-setup.js';
 import { PLATFORM, ramRegions } from '../arch/x86_64/layout.js';
-import type { NetOptions } from './virtio-devices.js';
+import type { BalloonOptions, NetOptions } from './virtio-devices.js';
 import { COM1_IRQ } from './legacy-devices.js';
 import { readableMsrs, restoreVcpuState, saveVcpuState, type VcpuState } from './vcpu-state.js';
 import { GuestAgent, type AgentHealth, type ExecOptions, type ExecResult, type GuestProcess } from './guest-agent.js';
@@ -36,8 +37,8 @@ export interface VmOptions {
    * removed with the VM); guest context ID `cid` (default 3). `false`: no vsock device.
    */
   vsock?: false | { cid?: number; socketPath?: string };
-  /** A virtio memory balloon: setBalloon(), statistics, free page reporting (default false). */
-  balloon?: boolean;
+  /** A virtio memory balloon: setBalloon(), statistics, free page reporting (default: none; true = every feature). */
+  balloon?: boolean | BalloonOptions;
   /** 'auto' (default) detects nested PVM KVM; the others force the choice. */
   hostKvm?: 'auto' | 'pvm' | 'hardware';
 }
@@ -72,6 +73,17 @@ type VmState = 'created' | 'running' | 'paused' | 'exited';
 
 /** How long a guest that printed "reboot: Power down" gets to reach the ACPI sleep register. */
 const POWER_OFF_GRACE_MS = 3000;
+
+/** The kernel's `ip=` option for the NIC that asks for an address (the kernel configures one). */
+function nicAddressOptions(nets: readonly NetOptions[]): string[] {
+  const wanting = nets.flatMap((n, i) => (n.address === undefined ? [] : [{ n, device: `eth${i}` }]));
+  if (wanting.length > 1) throw new TypevisorError('INVALID_ARGUMENT', 'only one NIC can get its address from the kernel command line (ip= / dhcp); configure the others in the guest');
+  return wanting.map(({ n, device }) => {
+    if (n.address === 'dhcp') return kernelIpOption(device, 'dhcp');
+    const gateway = n.gateway ?? (n.hostAddress === undefined ? undefined : parseCidr(n.hostAddress, 'the host address').address);
+    return kernelIpOption(device, { address: parseCidr(n.address!, 'the guest address'), gateway });
+  });
+}
 
 export class Vm {
   /** The guest's serial console: read guest output, write guest input. */
@@ -121,6 +133,8 @@ export class Vm {
       throw new TypevisorError('MEMORY_TOO_LARGE',
         `the VM asks for ${memoryMib} MiB but this host has ${hostMib} MiB of memory in all — give it less (--memory)`);
     }
+    // Checked before any TAP or bridge is made.
+    const netCmdline = nicAddressOptions(options.nets ?? []);
     const pvm = options.hostKvm === 'pvm' || ((options.hostKvm ?? 'auto') === 'auto' && isPvmHost());
     const memoryBytes = memoryMib * 2 ** 20;
     // The vsock socket lives in a directory of its own unless the caller chose a path.
@@ -131,14 +145,14 @@ export class Vm {
     try {
       machine = new Machine({
         regions: ramRegions(memoryBytes), vcpus, assist: pvm, disks: options.disks ?? [], nets: options.nets ?? [], rng: options.rng ?? true,
-        vsock, balloon: options.balloon ?? false,
+        vsock, balloon: options.balloon === true ? {} : options.balloon || undefined,
       });
     } catch (e) {
       if (ownedDir) rmSync(ownedDir, { recursive: true, force: true });
       throw e;
     }
     try {
-      const cmdline = guestCommandLine({ user: options.cmdline, pvm });
+      const cmdline = [guestCommandLine({ user: options.cmdline, pvm }), ...netCmdline].join(' ');
       const boot = await loadLinux(machine.memory, { kernel: options.kernel, initrd: options.initrd, cmdline, memoryBytes, vcpus });
       machine.vcpus.forEach((vcpu, index) => setupVcpuForBoot(machine, vcpu, index, boot));
       return new Vm(machine, boot, ownedDir);

@@ -18,7 +18,10 @@ const cases: [string[], number, RegExp][] = [
   [['run', '--initrd', 'x.cpio'], 2, /--initrd goes with --kernel/],
   [['run', '--kernel', '/nonexistent/vmlinux', '--', 'true'], 1, /cannot read the kernel \/nonexistent\/vmlinux: no such file/],
   [['frobnicate'], 2, /unknown command 'frobnicate'/],
-  [['run', '--net', 'bridge0'], 2, /--net 'bridge0' — write tap=NAME or bridge=NAME/],
+  [['run', '--net', 'bridge0'], 2, /--net 'bridge0': write default, tap=NAME or bridge=NAME/],
+  [['run', '--net', 'tap=tv0,dhcp'], 2, /dhcp, nat and host= need a bridge/],
+  [['run', '--net', 'bridge=tvb,ip=10.0.0.300/24'], 2, /ip= '10.0.0.300\/24' is not an IPv4 address with a prefix length/],
+  [['run', '--net', 'default,frob'], 2, /unknown option 'frob'/],
   [['run', '--net', 'tap=no/slash'], 2, /'no\/slash' is not an interface name/],
   [['run', '--net', 'tap=tv0,mac=01:00:5e:00:00:01'], 2, /MAC address '01:00:5e:00:00:01' is not a unicast/],
 ];

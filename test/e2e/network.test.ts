@@ -1,7 +1,8 @@
 // End-to-end on real KVM: a virtio-net NIC on a TAP, all inside a network namespace this test
 // creates and deletes (no traffic leaves it). The guest pings the host side and downloads a file
 // from a host server (guest RX in bulk); the host fetches a file from a server in the guest (TCP
-// from host to a guest listener, guest TX in bulk); every byte is checked by hash.
+// from host to a guest listener, guest TX in bulk); every byte is checked by hash. Then two
+// detached VMs on one bridge: DHCP, a static address, traffic between them, NAT to an uplink.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -9,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kvmSkip } from '../helpers/kvm.js';
 import { tempDir } from '../helpers/native.js';
-import { TYPEVISOR_BIN } from '../helpers/cli.js';
+import { runCli, TYPEVISOR_BIN } from '../helpers/cli.js';
 
 const BOOT_MS = 300_000;
 const NS = `tv-net-${process.pid}`;
@@ -58,7 +59,8 @@ test('virtio-net on a TAP in a test namespace: ping, download, host→guest TCP,
     try {
       await new Promise<void>((resolve) => { const t = setInterval(() => { if (serverOut.includes('listening')) { clearInterval(t); resolve(); } }, 50); });
       const script = [
-        'ip link set eth0 up', `ip addr add ${GUEST_IP}/24 dev eth0`,
+        // The kernel set the address (ip= from --net …,ip=) before init ran.
+        'echo "addr=$(ip -4 -o addr show dev eth0 | grep -o "inet [0-9./]*" | cut -d" " -f2)"',
         'echo "mac=$(cat /sys/class/net/eth0/address)"',
         `ping -c 2 -W 10 ${HOST_IP} >/dev/null && echo ping=ok`,
         'mkdir -p /tmp/www && head -c 200000 /dev/urandom > /tmp/www/blob && echo "blob=$(md5sum < /tmp/www/blob | cut -d" " -f1)"',
@@ -66,7 +68,7 @@ test('virtio-net on a TAP in a test namespace: ping, download, host→guest TCP,
         `wget -q -O /tmp/down http://${HOST_IP}:8080/download && echo "download=$(md5sum < /tmp/down | cut -d" " -f1)"`,
         `wget -q -O - --post-data from-guest http://${HOST_IP}:8080/report`,
       ].join('; ');
-      const vmm = spawn('ip', ['netns', 'exec', NS, process.execPath, TYPEVISOR_BIN, 'run', '--net', `tap=tv0,mac=${MAC}`, '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const vmm = spawn('ip', ['netns', 'exec', NS, process.execPath, TYPEVISOR_BIN, 'run', '--net', `tap=tv0,mac=${MAC},ip=${GUEST_IP}/24`, '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       vmm.stdout.on('data', (d: Buffer) => { out += d.toString(); });
@@ -76,6 +78,7 @@ test('virtio-net on a TAP in a test namespace: ping, download, host→guest TCP,
       assert.equal(status, 0, err.slice(-3000));
       const field = (name: string): string | undefined => new RegExp(`^${name}=(\\S+)$`, 'm').exec(out)?.[1];
       assert.equal(field('mac'), MAC, 'the guest sees the MAC we gave');
+      assert.equal(field('addr'), `${GUEST_IP}/24`, 'the static address from the kernel command line');
       assert.equal(field('ping'), 'ok', 'the guest pings the host side of the TAP');
       const saw = /^HOST-SAW (\{.*\})$/m.exec(out);
       assert.ok(saw, `the guest's request reached the host server and its answer came back\n${out}`);
@@ -92,45 +95,79 @@ test('virtio-net on a TAP in a test namespace: ping, download, host→guest TCP,
   assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(NS), 'the namespace is gone');
 });
 
-test('two VMs on one bridge (created by the first NIC that names it) reach each other', { skip: kvmSkip, timeout: BOOT_MS * 2 }, async () => {
-  const ns2 = `${NS}-br`;
-  execFileSync('ip', ['netns', 'add', ns2]);
+test('two detached VMs on one bridge: DHCP from our dnsmasq, a static address, VM-to-VM traffic, NAT to an uplink', { skip: kvmSkip, timeout: BOOT_MS * 3 }, async () => {
+  // Two namespaces of our own: the VMs' host (bridge tvbr0, uplink up0) and a "world" behind the uplink.
+  const vmHost = `${NS}-br`;
+  const world = `${NS}-w`;
+  const runtime = tempDir('typevisor-runtime-');
+  const env = { ...process.env, TYPEVISOR_RUNTIME_DIR: runtime };
+  const inNs = (n: string, ...args: string[]): string => execFileSync('ip', ['netns', 'exec', n, ...args], { encoding: 'utf8' });
+  const cli = (args: string[], timeoutMs = 400_000): Promise<{ status: number | null; stdout: string; stderr: string }> => runCli(args, { env, timeoutMs });
+  execFileSync('ip', ['netns', 'add', vmHost]);
+  execFileSync('ip', ['netns', 'add', world]);
+  let worldServer: ReturnType<typeof spawn> | undefined;
   try {
-    execFileSync('ip', ['netns', 'exec', ns2, 'ip', 'link', 'set', 'lo', 'up']);
-    // VM a serves a file and waits for b's "done" page; b fetches a's file, then serves "done" for a while.
-    const a = [
-      'ip link set eth0 up', 'ip addr add 10.97.0.2/24 dev eth0',
-      'mkdir -p /tmp/www && head -c 100000 /dev/urandom > /tmp/www/blob && echo "blob=$(md5sum < /tmp/www/blob | cut -d" " -f1)"',
-      'httpd -p 8000 -h /tmp/www',
-      'n=0; until wget -q -O /dev/null http://10.97.0.3:8000/done 2>/dev/null; do n=$((n+1)); [ $n -gt 240 ] && exit 3; sleep 1; done; echo a=done',
-    ].join('; ');
-    const b = [
-      'ip link set eth0 up', 'ip addr add 10.97.0.3/24 dev eth0',
-      'n=0; until wget -q -O /tmp/got http://10.97.0.2:8000/blob 2>/dev/null; do n=$((n+1)); [ $n -gt 240 ] && exit 3; sleep 1; done',
-      'echo "got=$(md5sum < /tmp/got | cut -d" " -f1)"',
-      'mkdir -p /tmp/www && echo done > /tmp/www/done && httpd -p 8000 -h /tmp/www && sleep 15',
-    ].join('; ');
-    const run = (script: string): Promise<{ status: number | null; out: string; err: string }> => new Promise((resolve) => {
-      const p = spawn('ip', ['netns', 'exec', ns2, process.execPath, TYPEVISOR_BIN, 'run', '--quiet', '--net', 'bridge=tvbr0', '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-      p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-      p.on('close', (status) => resolve({ status, out, err }));
+    execFileSync('ip', ['link', 'add', 'up0', 'netns', vmHost, 'type', 'veth', 'peer', 'name', 'wan0', 'netns', world]);
+    inNs(vmHost, 'ip', 'link', 'set', 'lo', 'up');
+    inNs(vmHost, 'ip', 'addr', 'add', '198.18.0.1/24', 'dev', 'up0');
+    inNs(vmHost, 'ip', 'link', 'set', 'up0', 'up');
+    inNs(vmHost, 'ip', 'route', 'add', 'default', 'via', '198.18.0.2');
+    inNs(world, 'ip', 'link', 'set', 'lo', 'up');
+    inNs(world, 'ip', 'addr', 'add', '198.18.0.2/24', 'dev', 'wan0');
+    inNs(world, 'ip', 'link', 'set', 'wan0', 'up');
+    // The world answers with the address it saw: behind NAT that is the uplink's, not the VM's.
+    worldServer = spawn('ip', ['netns', 'exec', world, process.execPath, '-e',
+      "require('http').createServer((q, r) => r.end('seen-from ' + q.socket.remoteAddress + '\\n')).listen(8080, '198.18.0.2', () => console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => worldServer!.stdout!.on('data', () => resolve()));
+    // Both VMs' processes run inside vmHost; exec reaches them through their vsock sockets (files, not network).
+    const detach = (name: string, net: string): Promise<{ status: number | null; stdout: string; stderr: string }> => new Promise((resolve) => {
+      const p = spawn('ip', ['netns', 'exec', vmHost, process.execPath, TYPEVISOR_BIN, 'run', '--detach', '--quiet', '--name', name, '--net', net], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+      p.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      p.on('close', (status) => resolve({ status, stdout, stderr }));
     });
-    const [ra, rb] = await Promise.all([run(a), run(b)]);
-    console.log(`# a:\n${ra.out.replace(/^/gm, '#   ')}\n# b:\n${rb.out.replace(/^/gm, '#   ')}`);
-    assert.equal(ra.status, 0, ra.err.slice(-2000));
-    assert.equal(rb.status, 0, rb.err.slice(-2000));
-    const blob = /^blob=(\S+)$/m.exec(ra.out)?.[1];
-    assert.ok(blob);
-    assert.ok(rb.out.includes(`got=${blob}`), 'b fetched a\'s file intact over the bridge');
-    assert.ok(ra.out.includes('a=done'), 'a reached b over the bridge');
+    const [a, b] = await Promise.all([detach('net-a', 'bridge=tvbr0,host=10.97.0.1/24,dhcp,nat'), detach('net-b', 'bridge=tvbr0,ip=10.97.0.3/24')]);
+    assert.equal(a.status, 0, a.stderr);
+    assert.equal(b.status, 0, b.stderr);
+    try {
+      const sh = async (vm: string, script: string): Promise<string> => {
+        const r = await cli(['exec', vm, '--', 'sh', '-c', script]);
+        assert.equal(r.status, 0, `${vm}: ${script}\n${r.stdout}${r.stderr}`);
+        return r.stdout;
+      };
+      const addrOf = async (vm: string): Promise<string> => /inet (\d+\.\d+\.\d+\.\d+)\/24/.exec(await sh(vm, 'ip -4 -o addr show dev eth0'))?.[1] ?? 'none';
+      const [addrA, addrB] = await Promise.all([addrOf('net-a'), addrOf('net-b')]);
+      console.log(`# net-a got ${addrA} by DHCP; net-b has ${addrB}`);
+      assert.match(addrA, /^10\.97\.0\.1\d\d$/, 'from the DHCP pool .100–.199');
+      assert.equal(addrB, '10.97.0.3');
+      assert.match(await sh('net-a', 'ip route show default'), /default via 10\.97\.0\.1 dev eth0/, 'DHCP gave the bridge as router');
+      // Each serves a file; each fetches the other's; every byte checked.
+      const serve = 'mkdir -p /tmp/www && head -c 150000 /dev/urandom > /tmp/www/blob && httpd -p 8000 -h /tmp/www && md5sum < /tmp/www/blob';
+      const [md5A, md5B] = await Promise.all([sh('net-a', serve), sh('net-b', serve)]);
+      const fetch = (ip: string): string => `wget -q -O - http://${ip}:8000/blob | md5sum`;
+      assert.equal(await sh('net-a', fetch(addrB)), md5B, 'a fetched b\'s file intact');
+      assert.equal(await sh('net-b', fetch(addrA)), md5A, 'b fetched a\'s file intact');
+      assert.match(await sh('net-b', `ping -c 1 -W 5 ${addrA}`), /1 packets received/);
+      // Through NAT: the world sees the uplink's address.
+      assert.equal(await sh('net-a', 'wget -q -O - http://198.18.0.2:8080/'), 'seen-from 198.18.0.1\n');
+      assert.match(inNs(vmHost, 'iptables', '-t', 'nat', '-S', 'POSTROUTING'), /-s 10\.97\.0\.0\/24 ! -o tvbr0 -j MASQUERADE/);
+    } finally {
+      await Promise.all(['net-a', 'net-b'].map((n) => cli(['stop', n], 120_000)));
+    }
     // The bridge stays for other VMs; our TAPs went with the VMs.
-    const links = execFileSync('ip', ['netns', 'exec', ns2, 'ip', '-o', 'link', 'show'], { encoding: 'utf8' });
+    const links = inNs(vmHost, 'ip', '-o', 'link', 'show');
     assert.match(links, /tvbr0/);
     assert.doesNotMatch(links, /master tvbr0/, 'no port left on the bridge');
   } finally {
-    execFileSync('ip', ['netns', 'del', ns2]);
+    worldServer?.kill();
+    // dnsmasq (started for the bridge) lives on in the namespace: end it before the namespace goes.
+    for (const n of [vmHost, world]) {
+      for (const pid of execFileSync('ip', ['netns', 'pids', n], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '')) {
+        try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone already */ }
+      }
+      execFileSync('ip', ['netns', 'del', n]);
+    }
   }
 });

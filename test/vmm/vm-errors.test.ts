@@ -32,5 +32,10 @@ test('bad kernels, initrds, sizes and counts are refused with a clear error and 
   await rejects(Vm.create({ kernel: notKernel, memoryMib: 8 }), 'INVALID_ARGUMENT', /at least 16 MiB/);
   await rejects(Vm.create({ kernel: notKernel, memoryMib: 64 * 1024 * 1024 }), 'MEMORY_TOO_LARGE', /host has \d+ MiB/);
   await rejects(Vm.create({ kernel: notKernel, initrd: join(dir, 'missing.cpio') }), 'INITRD_UNREADABLE', /no such file/);
+  await rejects(Vm.create({ kernel: notKernel, nets: [{ tap: 'tvx0', address: 'dhcp' }] }), 'INVALID_ARGUMENT', /need a bridge/);
+  await rejects(Vm.create({ kernel: notKernel, nets: [{ tap: 'tvx0', address: '10.0.0.2/24' }, { tap: 'tvx1', address: '10.0.1.2/24' }] }), 'INVALID_ARGUMENT', /only one NIC/);
+  await rejects(Vm.create({ kernel: notKernel, nets: [{ tap: 'tvx0', address: '10.0.0.2' }] }), 'INVALID_ARGUMENT', /not an IPv4 address with a prefix length/);
+  await rejects(Vm.create({ kernel: notKernel, vsock: { cid: 2 } }), 'INVALID_ARGUMENT', /CID 2 is not a guest CID/);
+  await rejects(Vm.create({ kernel: notKernel, vsock: { socketPath: join(dir, 'no', 'such', 'dir', 'v.sock') } }), 'SYSCALL_FAILED', /bind/);
   assert.equal(openFds(), fds, 'every failed create released its fds');
 });

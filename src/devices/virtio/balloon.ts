@@ -12,6 +12,20 @@ import { VIRTIO_F_INDIRECT_DESC } from './pci-common.js';
 
 export const VIRTIO_BALLOON_F = { MUST_TELL_HOST: 1n << 0n, STATS_VQ: 1n << 1n, DEFLATE_ON_OOM: 1n << 2n, PAGE_REPORTING: 1n << 5n } as const;
 export const BALLOON_FEATURES = VIRTIO_F_INDIRECT_DESC | VIRTIO_BALLOON_F.STATS_VQ | VIRTIO_BALLOON_F.DEFLATE_ON_OOM | VIRTIO_BALLOON_F.PAGE_REPORTING;
+
+export interface BalloonOptions {
+  /** The guest hands free memory back by itself (free page reporting, default true). */
+  freePageReporting?: boolean;
+  /** The guest may take pages back from the balloon when it runs out of memory (default true). */
+  deflateOnOom?: boolean;
+}
+
+export function balloonFeatures(o: BalloonOptions = {}): bigint {
+  let f = BALLOON_FEATURES;
+  if (o.freePageReporting === false) f &= ~VIRTIO_BALLOON_F.PAGE_REPORTING;
+  if (o.deflateOnOom === false) f &= ~VIRTIO_BALLOON_F.DEFLATE_ON_OOM;
+  return f;
+}
 /** The balloon's unit: 4 KiB pages, whatever the guest's page size. */
 export const BALLOON_PAGE = 4096;
 /** num_pages u32, actual u32 (the driver writes `actual`). */
