@@ -303,6 +303,11 @@ export class Machine {
     return this.drives?.balloonMetrics();
   }
 
+  setLinkUp(index: number, up: boolean): void {
+    if (!this.drives) throw new TypevisorError('INVALID_ARGUMENT', 'the VM has no NICs');
+    this.drives.setLinkUp(index, up);
+  }
+
   /** The balloon device, if the VM has one (its target and statistics). */
   get balloon(): Pick<VirtioDevices, 'setBalloonTarget' | 'requestBalloonStats'> | undefined {
     return this.options.balloon ? this.drives : undefined;

@@ -20,7 +20,7 @@ import { openTap, type Tap } from '../sys/tap.js';
 import { addToBridge, ensureBridge, ensureDhcp, ensureNat } from './host-network.js';
 import { parseCidr } from './ip-address.js';
 import { runtimeRoot } from './runtime-dir.js';
-import { formatMac, NET_FEATURES, netConfig, parseMac, randomMac } from '../devices/virtio/net/config.js';
+import { formatMac, isLinkUp, NET_FEATURES, netConfig, parseMac, randomMac, setLinkUp } from '../devices/virtio/net/config.js';
 import { NET_METRICS, readNetMetrics, type NetDeviceMetrics } from '../devices/virtio/net/device.js';
 import { isGuestCid, vsockConfig } from '../devices/virtio/vsock/packet.js';
 import { readVsockMetrics, VSOCK_FEATURES, VSOCK_METRICS, type VsockDeviceMetrics } from '../devices/virtio/vsock/device.js';
@@ -225,8 +225,16 @@ export class VirtioDevices {
     return this.disks.map((d, i) => ({ path: d.path, ...readBlockMetrics(this.metrics[i]!) }));
   }
 
-  netMetrics(): (NetDeviceMetrics & { tap: string; mac: string })[] {
-    return this.nets.map((n) => ({ tap: n.tap.name, mac: n.mac, ...readNetMetrics(n.metrics) }));
+  /** Takes NIC `index`'s link down or up, as a cable pulled or plugged: the guest's driver is told. */
+  setLinkUp(index: number, up: boolean): void {
+    const nic = this.nets[index];
+    if (!nic) throw new TypevisorError('INVALID_ARGUMENT', `the VM has no NIC ${index} (it has ${this.nets.length})`);
+    setLinkUp(nic.wiring.state.deviceConfig, up);
+    libc.eventfdSignal(nic.wiring.controlFd);
+  }
+
+  netMetrics(): (NetDeviceMetrics & { tap: string; mac: string; linkUp: boolean })[] {
+    return this.nets.map((n) => ({ tap: n.tap.name, mac: n.mac, linkUp: isLinkUp(n.wiring.state.deviceConfig), ...readNetMetrics(n.metrics) }));
   }
 
   rngMetrics(): RngMetrics | undefined {

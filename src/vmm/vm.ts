@@ -267,6 +267,11 @@ export class Vm {
     return this.requireAgent().setClock();
   }
 
+  /** Takes NIC `index` (0 = eth0) down or up, like pulling or plugging its cable; the guest sees the carrier change. */
+  setLinkUp(index: number, up: boolean): void {
+    this.machine.setLinkUp(index, up);
+  }
+
   /** Asks the guest's balloon driver to hold `mib` MiB (taken from the guest, given back to the host); 0 deflates it. */
   setBalloon(mib: number): void {
     const balloon = this.machine.balloon;

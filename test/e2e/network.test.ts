@@ -150,6 +150,7 @@ test('two detached VMs on one bridge: DHCP from our dnsmasq, a static address, V
       assert.equal(await sh('net-a', fetch(addrB)), md5B, 'a fetched b\'s file intact');
       assert.equal(await sh('net-b', fetch(addrA)), md5A, 'b fetched a\'s file intact');
       assert.match(await sh('net-b', `ping -c 1 -W 5 ${addrA}`), /1 packets received/);
+      assert.match(await sh('net-a', 'ping -c 1 -W 5 10.97.0.1'), /1 packets received/, 'the guest pings the host\'s bridge');
       // Through NAT: the world sees the uplink's address.
       assert.equal(await sh('net-a', 'wget -q -O - http://198.18.0.2:8080/'), 'seen-from 198.18.0.1\n');
       assert.match(inNs(vmHost, 'iptables', '-t', 'nat', '-S', 'POSTROUTING'), /-s 10\.97\.0\.0\/24 ! -o tvbr0 -j MASQUERADE/);

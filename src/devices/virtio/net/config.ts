@@ -16,11 +16,20 @@ export const NET_FEATURES = VIRTIO_F_INDIRECT_DESC | VIRTIO_F_EVENT_IDX | VIRTIO
   VIRTIO_NET_F.GUEST_TSO4 | VIRTIO_NET_F.GUEST_TSO6 | VIRTIO_NET_F.HOST_TSO4 | VIRTIO_NET_F.HOST_TSO6 |
   VIRTIO_NET_F.MRG_RXBUF | VIRTIO_NET_F.MAC | VIRTIO_NET_F.STATUS;
 
+/** The device configuration, shared between threads: the main thread may take the link down and up. */
 export function netConfig(mac: Uint8Array): Uint8Array {
-  const c = new Uint8Array(NET_CONFIG_BYTES);
+  const c = new Uint8Array(new SharedArrayBuffer(NET_CONFIG_BYTES));
   c.set(mac.subarray(0, 6));
-  new DataView(c.buffer).setUint16(6, VIRTIO_NET_S_LINK_UP, true);
+  setLinkUp(c, true);
   return c;
+}
+
+export function setLinkUp(config: Uint8Array, up: boolean): void {
+  new DataView(config.buffer, config.byteOffset).setUint16(6, up ? VIRTIO_NET_S_LINK_UP : 0, true);
+}
+
+export function isLinkUp(config: Uint8Array): boolean {
+  return (new DataView(config.buffer, config.byteOffset).getUint16(6, true) & VIRTIO_NET_S_LINK_UP) !== 0;
 }
 
 /** Parses aa:bb:cc:dd:ee:ff; a unicast address only (bit 0 of the first byte clear). */

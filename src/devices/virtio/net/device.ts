@@ -7,7 +7,7 @@ import type { GuestMemory } from '../../../memory/guest-memory.js';
 import type { VirtioPciState } from '../pci-device.js';
 import type { DescriptorChain } from '../split-queue.js';
 import { VirtioDeviceRuntime, type SignalMsi } from '../device-runtime.js';
-import { NET_QUEUE, VIRTIO_NET_F } from './config.js';
+import { isLinkUp, NET_QUEUE, VIRTIO_NET_F } from './config.js';
 
 /** struct virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers. */
 export const NET_HDR_BYTES = 12;
@@ -61,17 +61,34 @@ export class NetDeviceRuntime extends VirtioDeviceRuntime {
   constructor(memory: GuestMemory, state: VirtioPciState, private readonly backend: NetBackend, metrics: SharedArrayBuffer, signalMsi: SignalMsi) {
     super(memory, state, signalMsi);
     this.metrics = new Float64Array(metrics);
+    this.announcedLinkUp = isLinkUp(state.deviceConfig);
   }
+
+  /** Link state as last told to the driver. */
+  private announcedLinkUp: boolean;
 
   /** The backend has frames waiting. */
   onBackendReadable(): void {
     this.receive();
   }
 
+  /** The link may have gone down or up (main thread, `vm.setLinkUp`): tell the driver (§5.1.4, VIRTIO_NET_F_STATUS). */
+  override onControl(): void {
+    super.onControl();
+    const up = isLinkUp(this.state.deviceConfig);
+    if (up !== this.announcedLinkUp) {
+      this.announcedLinkUp = up;
+      this.configChanged();
+      // While the cable is out, frames from the host wait in the TAP (it drops them when full).
+      this.backend.setReceiveInterest(up && this.pendingBytes === 0);
+      if (up) this.receive();
+    }
+  }
+
   protected override started(features: bigint): void {
     this.mergeable = (features & VIRTIO_NET_F.MRG_RXBUF) !== 0n;
     this.backend.setGuestFeatures(features);
-    this.backend.setReceiveInterest(true);
+    this.backend.setReceiveInterest(this.announcedLinkUp);
   }
 
   protected override stopped(): void {
@@ -108,7 +125,7 @@ export class NetDeviceRuntime extends VirtioDeviceRuntime {
   /** Moves waiting frames into receive buffers until either runs out. */
   private receive(): void {
     const rx = this.queue(NET_QUEUE.RX);
-    if (!rx) return;
+    if (!rx || !this.announcedLinkUp) return;
     let delivered = false;
     try {
       for (;;) {

@@ -7,7 +7,7 @@ import * as libc from '../../../../src/sys/libc.js';
 import { GuestMemory } from '../../../../src/memory/guest-memory.js';
 import { createVirtioPciDevice, VIRTIO_ID } from '../../../../src/devices/virtio/pci-device.js';
 import { VIRTIO_F_VERSION_1 } from '../../../../src/devices/virtio/pci-common.js';
-import { NET_FEATURES, netConfig, parseMac, formatMac, randomMac, VIRTIO_NET_F } from '../../../../src/devices/virtio/net/config.js';
+import { NET_FEATURES, netConfig, parseMac, formatMac, randomMac, setLinkUp, VIRTIO_NET_F } from '../../../../src/devices/virtio/net/config.js';
 import { MAX_FRAME_BYTES, NET_HDR_BYTES, NET_METRICS, NetDeviceRuntime, readNetMetrics, type NetBackend } from '../../../../src/devices/virtio/net/device.js';
 import { driveToOk, type TestQueue } from '../../../helpers/virtio-driver.js';
 
@@ -188,4 +188,22 @@ test('fuzz: 100 000 random rings and frames through virtio-net; the device never
   }
   console.log(`# virtio-net fuzz: ${JSON.stringify(counts)} — no host failure`);
   assert.equal(counts.runs, 100_000);
+});
+
+test('link status: down is announced (ISR config bit), frames from the host wait in the TAP; up delivers them', () => {
+  const t = setup();
+  const config = t.dev['state'].deviceConfig;
+  setLinkUp(config, false);
+  t.dev.onControl();
+  assert.equal(new Int32Array(t.dev['state'].isr)[0]! & 2, 2, 'configuration change signalled');
+  assert.equal(t.backend.interest, false, 'the TAP is not read while the link is down');
+  t.backend.waiting.push(Uint8Array.from({ length: 80 }, (_, i) => (i < NET_HDR_BYTES ? 0 : i)));
+  t.offer(RXQ, 0, [[0x10000, 2048, true]]);
+  t.dev.onNotify(0);
+  t.dev.onBackendReadable();
+  assert.equal(t.used(RXQ).idx, 0, 'nothing delivered while down');
+  setLinkUp(config, true);
+  t.dev.onControl();
+  assert.equal(t.used(RXQ).idx, 1, 'delivered once up');
+  assert.equal(t.backend.interest, true);
 });
