@@ -9,6 +9,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=build-lib.sh
+source "$here/build-lib.sh"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/typevisor/guest"
 die() { printf 'guest build failed: %s\n' "$*" >&2; exit 1; }
 
@@ -21,42 +23,16 @@ kversion=$(basename "$kdir")
 recipe=$(mktemp -d "${TMPDIR:-/tmp}/typevisor-recipe-XXXXXX")
 trap 'rm -rf "$recipe"' EXIT
 cp "$here/init" "$here/agent/typevisor-agent.c" "$recipe/"
-version=$( { cat "$here/build-default-guest.sh" "$recipe/init" "$recipe/typevisor-agent.c"; echo "kernel $kversion"; } | sha256sum | cut -c1-12)
+version=$( { cat "$here/build-default-guest.sh" "$here/build-lib.sh" "$recipe/init" "$recipe/typevisor-agent.c"; echo "kernel $kversion"; } | sha256sum | cut -c1-12)
 out="$cache/$version"
 start=$(date +%s)
 step() { printf '[%4ds] %s\n' $(($(date +%s) - start)) "$*" >&2; }
 
-# A result counts only if every file it lists is there with the recorded checksum.
-verified() { [[ -f $1/SHA256SUMS && -f $1/manifest.json ]] && (cd "$1" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1); }
 if verified "$out"; then echo "$out"; exit 0; fi
 
-packages=(cpio busybox-static musl-tools)
-missing=()
-for p in "${packages[@]}"; do
-  [[ $(dpkg-query -W -f '${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  command -v apt-get >/dev/null || die "needs the Debian packages ${missing[*]}, and this host has no apt-get"
-  [[ $(id -u) -eq 0 ]] || die "needs the Debian packages ${missing[*]} — run: sudo apt-get install ${missing[*]}"
-  step "installing Debian packages: ${missing[*]}"
-  apt-get update -qq >&2 || die "apt-get update failed — check the network and /etc/apt/sources.list"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
-fi
+need_packages cpio busybox-static musl-tools
 
-mkdir -p "$cache"
-exec 9>"$cache/.lock-$version"
-if ! flock -n 9; then
-  step "another build of $version is running; waiting for it"
-  flock 9
-fi
-if verified "$out"; then echo "$out"; exit 0; fi
-
-work=$(mktemp -d "$cache/.build-$version-XXXXXX")
-cleanup() { rm -rf "$work" "$recipe"; }
-trap cleanup EXIT
-trap 'step "interrupted; removing $work"; exit 130' INT
-trap 'step "terminated; removing $work"; exit 143' TERM
+begin_build "$cache" "$version" "$out"
 
 step "building the guest agent (musl-gcc -static)"
 musl-gcc -static -Os -s -Wall -Wextra -Werror -o "$work/typevisor-agent" "$recipe/typevisor-agent.c" 2>&1 >&2 \

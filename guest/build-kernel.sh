@@ -9,54 +9,26 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=build-lib.sh
+source "$here/build-lib.sh"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/typevisor/kernel"
 recipe=$(mktemp -d "${TMPDIR:-/tmp}/typevisor-kernel-recipe-XXXXXX")
 trap 'rm -rf "$recipe"' EXIT
 cp "$here/kernel/config-fragment" "$here/kernel/pvm-syscall-fixup.patch" "$recipe/"
-version=$(cat "$here/build-kernel.sh" "$recipe/config-fragment" "$recipe/pvm-syscall-fixup.patch" | sha256sum | cut -c1-12)
+version=$(cat "$here/build-kernel.sh" "$here/build-lib.sh" "$recipe/config-fragment" "$recipe/pvm-syscall-fixup.patch" | sha256sum | cut -c1-12)
 out="$cache/$version"
 start=$(date +%s)
 step() { printf '[%4ds] kernel: %s\n' $(($(date +%s) - start)) "$*" >&2; }
 die() { printf 'guest build failed: %s\n' "$*" >&2; exit 1; }
 
-verified() { [[ -f $1/SHA256SUMS && -f $1/manifest.json ]] && (cd "$1" && sha256sum --quiet --strict -c SHA256SUMS >/dev/null 2>&1); }
 if verified "$out"; then echo "$out"; exit 0; fi
 
 # Debian packages the kernel build needs.
-packages=(linux-source-6.1 build-essential bc flex bison libelf-dev xz-utils)
-missing=()
-for p in "${packages[@]}"; do
-  [[ $(dpkg-query -W -f '${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  command -v apt-get >/dev/null || die "needs the Debian packages ${missing[*]}, and this host has no apt-get"
-  [[ $(id -u) -eq 0 ]] || die "needs the Debian packages ${missing[*]} — run: sudo apt-get install ${missing[*]}"
-  step "installing Debian packages: ${missing[*]}"
-  apt-get update -qq >&2 || die "apt-get update failed — check the network and /etc/apt/sources.list"
-  for p in "${missing[@]}"; do
-    candidate=$(apt-cache policy "$p" 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [[ -n $candidate && $candidate != "(none)" ]] || die "Debian package $p is not available from the configured apt sources (this recipe needs Debian 12 bookworm's archive)"
-  done
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-    || die "apt-get install ${missing[*]} failed"
-fi
+need_packages linux-source-6.1 build-essential bc flex bison libelf-dev xz-utils
 src_tar=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -1 || true)
 [[ -n $src_tar ]] || die "linux-source-6.1 is installed but /usr/src/linux-source-6.1.tar.* is missing"
 
-mkdir -p "$cache"
-# One build per version at a time; a second caller waits and then finds the result.
-exec 9>"$cache/.lock-$version"
-if ! flock -n 9; then
-  step "another build of $version is running; waiting for it"
-  flock 9
-fi
-if verified "$out"; then echo "$out"; exit 0; fi
-
-work=$(mktemp -d "$cache/.build-$version-XXXXXX")
-cleanup() { rm -rf "$work" "$recipe"; }
-trap cleanup EXIT
-trap 'step "interrupted; removing $work"; exit 130' INT
-trap 'step "terminated; removing $work"; exit 143' TERM
+begin_build "$cache" "$version" "$out"
 
 step "unpacking $(basename "$src_tar") ($(dpkg-query -W -f '${Version}' linux-source-6.1))"
 tar -C "$work" -xf "$src_tar"

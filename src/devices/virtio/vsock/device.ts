@@ -20,6 +20,8 @@ export const VSOCK_QUEUE = { RX: 0, TX: 1, EVENT: 2 } as const;
 export const HOST_BUF_ALLOC = 256 * 1024;
 /** At most this many connections per VM (beyond: RST), and this many control packets waiting for receive buffers (beyond: txq waits). */
 export const MAX_CONNECTIONS = 1024;
+/** Guest data held for slow host streams, all connections together (beyond: the connection that would exceed it is reset). */
+export const MAX_PENDING_BYTES = 32 * 1024 * 1024;
 const MAX_CONTROL_BACKLOG = 256;
 /** A host connection the guest neither accepts nor refuses within this time is reset (as Firecracker does). */
 const CONNECT_TIMEOUT_MS = 2000;
@@ -129,6 +131,8 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
   /** A receive buffer taken from rxq and not used yet (the stream had nothing after all). */
   private spare: DescriptorChain | undefined;
   private nextLocalPort = FIRST_LOCAL_PORT;
+  /** Bytes in every connection's `pending`. */
+  private pendingBytes = 0;
   private running = false;
   private readonly header = new Uint8Array(VSOCK_HDR_BYTES);
 
@@ -199,6 +203,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     for (const conn of this.conns.values()) conn.stream.close();
     this.conns.clear();
     this.byStream.clear();
+    this.pendingBytes = 0;
     this.ready.length = 0;
     this.control.length = 0;
     this.spare = undefined;
@@ -346,11 +351,17 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
       const part = this.memory.slice(b.gpa + skip, n);
       skip = 0;
       left -= n;
-      if (conn.pending.length > 0) { conn.pending.push(part.slice()); continue; }
-      const taken = conn.stream.write(part);
+      const taken = conn.pending.length > 0 ? 0 : conn.stream.write(part);
       if (taken < 0) { this.reset(conn, true); return; }
       this.forwarded(conn, taken);
-      if (taken < n) conn.pending.push(part.slice(taken));
+      if (taken === n) continue;
+      if (this.pendingBytes + n - taken > MAX_PENDING_BYTES) {
+        this.metrics[VSOCK_METRICS.CREDIT_VIOLATIONS]!++;
+        this.reset(conn, true);
+        return;
+      }
+      conn.pending.push(part.slice(taken));
+      this.pendingBytes += n - taken;
     }
     this.rewatch(conn);
   }
@@ -362,6 +373,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
       const taken = conn.stream.write(part);
       if (taken < 0) { this.reset(conn, true); return; }
       this.forwarded(conn, taken);
+      this.pendingBytes -= taken;
       if (taken < part.length) { conn.pending[0] = part.subarray(taken); break; }
       conn.pending.shift();
     }
@@ -531,6 +543,8 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     if (!this.conns.delete(conn.key)) return;
     this.byStream.delete(conn.stream);
     conn.readable = false;
+    for (const p of conn.pending) this.pendingBytes -= p.length;
+    conn.pending = [];
     conn.stream.close();
     for (let i = this.control.length - 1; i >= 0; i--) if (this.control[i]!.conn === conn) this.control.splice(i, 1);
     this.setActive();

@@ -181,6 +181,27 @@ test('a slow host side: data waits (within our credit), credit updates follow th
   assert.equal(t.received().at(-1)!.h.op, VSOCK_OP.RST);
 });
 
+test('guest data held for stuck host streams is capped across connections (32 MiB): the one that would exceed it is reset', () => {
+  const t = setup();
+  t.giveRx(32);
+  const chunk = Buffer.alloc(64 * 1024, 0x63);
+  for (let port = 1; port <= 129; port++) {
+    t.send({ op: VSOCK_OP.REQUEST, srcPort: port });
+    t.host.streams.get(1234)!.at(-1)!.capacity = 0;
+    for (let i = 0; i < 4; i++) t.send({ op: VSOCK_OP.RW, srcPort: port }, chunk);
+    t.received();
+    t.giveRx(8);
+  }
+  const streams = t.host.streams.get(1234)!;
+  assert.equal(streams.filter((s) => s.closed).length, 1, 'only the 129th connection');
+  assert.ok(streams.at(-1)!.closed);
+  assert.equal(t.metrics().creditViolations, 1);
+  // Draining one frees room for others again.
+  streams[0]!.capacity = Infinity;
+  t.dev.streamWritable(streams[0]!);
+  assert.equal(streams[0]!.written.reduce((n, b) => n + b.length, 0), 256 * 1024);
+});
+
 test('shutdown: SEND half-closes the host side after pending data; both closes with RST; host EOF is SHUTDOWN SEND', () => {
   const t = setup();
   t.giveRx(16);
