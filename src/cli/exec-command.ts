@@ -6,9 +6,11 @@ import { GuestAgent } from '../vmm/guest-agent.js';
 import { requireVm, vsockPath } from './vm-registry.js';
 
 export const EXEC_USAGE = `Usage: typevisor exec [options] NAME [--] CMD [ARGS...]
+       typevisor exec [options] --socket PATH [--] CMD [ARGS...]
 
-Run CMD in the VM NAME (started by 'typevisor run --detach --name NAME') through its guest agent.
-Its stdout and stderr are streamed here; typevisor exits with its status (127: no such command).
+Run CMD in the VM NAME (started by 'typevisor run --detach --name NAME') through its guest agent —
+or in any VM whose vsock socket is PATH (a library VM's vm.vsockSocketPath). Its stdout and stderr
+are streamed here; typevisor exits with its status (127: no such command).
 
 Options:
   -i, --interactive   pass this process's stdin to the command (default: none)
@@ -19,13 +21,16 @@ Options:
   -h, --help          this help`;
 
 /** Options that take a value: the token after them is theirs, not the VM's name. */
-const VALUE_OPTIONS = new Set(['-e', '--env', '-w', '--cwd', '--timeout', '--wait']);
+const VALUE_OPTIONS = new Set(['-e', '--env', '-w', '--cwd', '--timeout', '--wait', '--socket']);
 
 /** exec's own options end at the VM's name (as docker exec's do): everything after it is the command. */
 function splitAtName(argv: string[]): [string[], string[]] {
+  const bySocket = argv.some((a) => a === '--socket' || a.startsWith('--socket='));
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') return [argv.slice(0, i), argv.slice(i + 1)];
+    // With --socket there is no name: the first word is the command.
+    if (bySocket && !a.startsWith('-')) return [argv.slice(0, i), argv.slice(i)];
     if (!a.startsWith('-')) {
       const rest = argv.slice(i + 1);
       return [argv.slice(0, i + 1), rest[0] === '--' ? rest.slice(1) : rest];
@@ -43,7 +48,7 @@ export async function execCommand(argv: string[]): Promise<number> {
       args: own, allowPositionals: true,
       options: {
         interactive: { type: 'boolean', short: 'i' }, env: { type: 'string', short: 'e', multiple: true }, cwd: { type: 'string', short: 'w' },
-        timeout: { type: 'string' }, wait: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+        timeout: { type: 'string' }, wait: { type: 'string' }, socket: { type: 'string' }, help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (e) {
@@ -54,9 +59,10 @@ export async function execCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${EXEC_USAGE}\n`);
     return 0;
   }
-  const [name, ...extra] = parsed.positionals;
-  command.unshift(...extra);
-  if (name === undefined || command.length === 0) throw new TypevisorError('INVALID_ARGUMENT', `exec needs a VM name and a command — see 'typevisor exec --help'`);
+  const socket = v.socket;
+  const name = socket === undefined ? parsed.positionals[0] : undefined;
+  command.unshift(...parsed.positionals.slice(socket === undefined ? 1 : 0));
+  if ((name === undefined && socket === undefined) || command.length === 0) throw new TypevisorError('INVALID_ARGUMENT', `exec needs a VM name (or --socket PATH) and a command — see 'typevisor exec --help'`);
   const seconds = (text: string | undefined, what: string, fallback: number): number => {
     if (text === undefined) return fallback;
     const n = Number(text);
@@ -71,9 +77,10 @@ export async function execCommand(argv: string[]): Promise<number> {
     if (!m) throw new TypevisorError('INVALID_ARGUMENT', `--env '${kv}' — write NAME=VALUE`);
     env[m[1]!] = m[2]!;
   }
-  requireVm(name);
-  const agent = new GuestAgent(vsockPath(name));
-  if (waitS > 0) await agent.waitUntilReady(waitS * 1000, () => requireVm(name) !== undefined);
+  if (name !== undefined) requireVm(name);
+  const agent = new GuestAgent(socket ?? vsockPath(name!));
+  // A named VM that ends while we wait ends the wait; a bare socket is waited for as long as asked.
+  if (waitS > 0) await agent.waitUntilReady(waitS * 1000, () => name === undefined || requireVm(name) !== undefined);
   const proc = await agent.spawn(command, { env, ...(v.cwd !== undefined ? { cwd: v.cwd } : {}), ...(v.interactive ? { stdin: process.stdin } : {}) });
   proc.stdout.pipe(process.stdout);
   proc.stderr.pipe(process.stderr);

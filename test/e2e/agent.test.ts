@@ -13,6 +13,7 @@ import { Vm } from '../../src/vmm/vm.js';
 import { ensureDefaultGuest } from '../../src/guest/default-guest.js';
 import { TypevisorError } from '../../src/base/errors.js';
 import { kvmSkip } from '../helpers/kvm.js';
+import { runCli } from '../helpers/cli.js';
 
 const BOOT_MS = 300_000;
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
@@ -37,6 +38,9 @@ test('the guest agent, vsock, clock and balloon on one boot', { skip: kvmSkip, t
       assert.match((await vm.exec('uname -r')).stdout, /^6\.1\.\d+\n$/, 'a string is run by sh -c');
       assert.equal((await vm.exec(['tr', 'a-z', 'A-Z'], { stdin: 'shout\n' })).stdout, 'SHOUT\n');
       assert.equal((await vm.exec(['no-such-command'])).exitCode, 127);
+      // The CLI reaches a library VM through its socket.
+      const cli = await runCli(['exec', '--socket', vm.vsockSocketPath!, 'sh', '-c', 'echo from the cli; exit 9']);
+      assert.deepEqual([cli.status, cli.stdout], [9, 'from the cli\n'], cli.stderr);
     });
 
     await t.test('a long output streams in order without loss', async () => {
