@@ -136,3 +136,24 @@ test('read-only drives refuse guest writes through the device; the file is uncha
     disk.close();
   }
 });
+
+test('an image that cannot be written is refused read-write with the fix named, and opens read-only', (t) => {
+  const path = image();
+  // An immutable file refuses writes even to root (file modes do not stop root).
+  try {
+    execFileSync('chattr', ['+i', path], { stdio: 'ignore' });
+  } catch {
+    t.skip('SKIPPED: chattr +i is not available on this file system');
+    return;
+  }
+  try {
+    const before = readFileSync(path);
+    assert.throws(() => FileDisk.open(path, { readOnly: false }), /cannot be written — attach it read-only with ,ro/);
+    const disk = FileDisk.open(path, { readOnly: true });
+    assert.ok(disk.readOnly);
+    disk.close();
+    assert.ok(readFileSync(path).equals(before), 'nothing written');
+  } finally {
+    execFileSync('chattr', ['-i', path]);
+  }
+});
