@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -35,6 +36,13 @@ struct sockaddr_vm {
   unsigned char svm_zero[sizeof(struct sockaddr) - sizeof(unsigned short) * 2 - sizeof(unsigned int) * 2];
 };
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef POLLRDHUP
+#define POLLRDHUP 0x2000
+#endif
+
 #define AGENT_PORT 52
 #define AGENT_VERSION 1
 // No frame carries more: a host that sends a longer one is misbehaving and loses its connection.
@@ -43,6 +51,8 @@ struct sockaddr_vm {
 #define MAX_ARGS 4096
 
 static int conn = -1;
+// The running command (and its process group), killed if the host goes away.
+static pid_t exec_pid = 0;
 
 // Reads exactly n bytes; 0 on success, -1 on EOF or error.
 static int read_full(int fd, void *buf, size_t n) {
@@ -69,10 +79,20 @@ static int write_full(int fd, const void *buf, size_t n) {
   return 0;
 }
 
+// Signals the command's process group — and the command itself, which may not have made its own
+// group yet (setsid() runs in the child after fork; a signal sent that early finds no group).
+static void signal_command(pid_t pid, int sig) {
+  kill(-pid, sig);
+  kill(pid, sig);
+}
+
 static void send_frame(char type, const void *payload, uint32_t len) {
   unsigned char h[5] = { (unsigned char)type, len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, len >> 24 };
-  // A host that went away ends this connection's process.
-  if (write_full(conn, h, 5) < 0 || (len > 0 && write_full(conn, payload, len) < 0)) _exit(1);
+  // A host that went away ends this connection's process, and the command it was running.
+  if (write_full(conn, h, 5) < 0 || (len > 0 && write_full(conn, payload, len) < 0)) {
+    if (exec_pid > 0) signal_command(exec_pid, SIGKILL);
+    _exit(1);
+  }
 }
 
 static void send_failure(const char *fmt, ...) {
@@ -149,6 +169,7 @@ static char **command_env(struct request *r) {
 
 static void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+
 static void op_exec(struct request *r) {
   if (r->argc == 0) { send_failure("exec: no command"); return; }
   int in[2], out[2], err[2];
@@ -177,35 +198,50 @@ static void op_exec(struct request *r) {
     dprintf(2, "typevisor-agent: cannot run %s: %s\n", r->argv[0], strerror(e));
     _exit(e == ENOENT ? 127 : 126);
   }
+  exec_pid = pid;
   close(in[0]);
   close(out[1]);
   close(err[1]);
   int stdin_fd = in[1];
   set_nonblocking(stdin_fd);
+  // Readable once the command has exited (Linux ≥ 5.3): the loop then still hears the host while
+  // waiting for a command that closed its output early.
+  int exit_fd = (int)syscall(SYS_pidfd_open, pid, 0);
   char *pending = NULL; // stdin bytes from the host not yet taken by the command
   uint32_t pending_len = 0, pending_at = 0;
-  int stdin_eof = 0, host_open = 1, out_open = 1, err_open = 1;
+  int stdin_eof = 0, host_open = 1, out_open = 1, err_open = 1, exited = 0, status = 0;
   static char buf[IO_CHUNK];
-  while (out_open || err_open) {
-    struct pollfd p[4];
-    int n = 0, i_out = -1, i_err = -1, i_host = -1, i_in = -1;
+  // Done when the command has exited and its output has ended — or, once the host is gone, as
+  // soon as it has exited (something it left behind may hold the pipes open).
+  while (!(exited && ((!out_open && !err_open) || !host_open))) {
+    struct pollfd p[5];
+    int n = 0, i_out = -1, i_err = -1, i_host = -1, i_in = -1, i_exit = -1;
     if (out_open) { p[n] = (struct pollfd){ out[0], POLLIN, 0 }; i_out = n++; }
     if (err_open) { p[n] = (struct pollfd){ err[0], POLLIN, 0 }; i_err = n++; }
-    // Host frames are read only when the command has taken the previous stdin data.
-    if (host_open && !pending) { p[n] = (struct pollfd){ conn, POLLIN, 0 }; i_host = n++; }
+    // Host frames are read only when the command has taken the previous stdin data; a hang-up is
+    // heard either way.
+    if (host_open) { p[n] = (struct pollfd){ conn, (short)((pending ? 0 : POLLIN) | POLLRDHUP), 0 }; i_host = n++; }
     if (pending && stdin_fd >= 0) { p[n] = (struct pollfd){ stdin_fd, POLLOUT, 0 }; i_in = n++; }
+    if (!exited && exit_fd >= 0) { p[n] = (struct pollfd){ exit_fd, POLLIN, 0 }; i_exit = n++; }
+    if (!exited && exit_fd < 0 && !out_open && !err_open) {
+      // No pidfd: the output has ended, wait for the command itself.
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+      exited = 1;
+      continue;
+    }
     if (poll(p, n, -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    if (i_exit >= 0 && p[i_exit].revents && waitpid(pid, &status, WNOHANG) == pid) exited = 1;
     if (i_out >= 0 && p[i_out].revents) {
       ssize_t k = read(out[0], buf, sizeof buf);
-      if (k > 0) send_frame('O', buf, (uint32_t)k);
+      if (k > 0) { if (host_open) send_frame('O', buf, (uint32_t)k); }
       else if (k == 0 || errno != EINTR) { out_open = 0; close(out[0]); }
     }
     if (i_err >= 0 && p[i_err].revents) {
       ssize_t k = read(err[0], buf, sizeof buf);
-      if (k > 0) send_frame('E', buf, (uint32_t)k);
+      if (k > 0) { if (host_open) send_frame('E', buf, (uint32_t)k); }
       else if (k == 0 || errno != EINTR) { err_open = 0; close(err[0]); }
     }
     if (i_in >= 0 && p[i_in].revents) {
@@ -222,10 +258,11 @@ static void op_exec(struct request *r) {
       char type;
       char *payload;
       uint32_t len;
-      if (recv_frame(&type, &payload, &len) < 0) {
-        // The host went away: the command goes with it.
+      int readable = !pending && (p[i_host].revents & POLLIN);
+      if (!readable || recv_frame(&type, &payload, &len) < 0) {
+        // The host went away (or broke the protocol): the command goes with it.
         host_open = 0;
-        kill(-pid, SIGKILL);
+        signal_command(pid, SIGKILL);
         continue;
       }
       if (type == 'I' && len == 0) {
@@ -236,7 +273,7 @@ static void op_exec(struct request *r) {
         pending_len = len;
         pending_at = 0;
       } else if (type == 'K' && len == 1) {
-        kill(-pid, (unsigned char)payload[0]);
+        signal_command(pid, (unsigned char)payload[0]);
         free(payload);
       } else {
         free(payload);
@@ -244,8 +281,9 @@ static void op_exec(struct request *r) {
     }
     if (stdin_eof && !pending && stdin_fd >= 0) { close(stdin_fd); stdin_fd = -1; }
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (!exited) while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  exec_pid = 0;
+  if (!host_open) return;
   // What a shell reports: the exit code, or 128 + the signal that ended it.
   int32_t result[2];
   result[0] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -262,22 +300,23 @@ static void op_write(struct request *r) {
   char tmp[PATH_MAX];
   if (snprintf(tmp, sizeof tmp, "%s.typevisor-%d", r->path, (int)getpid()) >= (int)sizeof tmp) { send_failure("write: path too long"); return; }
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, r->mode);
-  if (fd < 0) { send_failure("write %s: %s", r->path, strerror(errno)); return; }
+  // A failure is reported after the upload's last frame, not in the middle of it: the host is
+  // still sending, and a connection closed under it could lose the reason.
+  int failed = fd < 0 ? errno : 0;
   uint64_t total = 0;
-  int failed = 0;
   for (;;) {
     char type;
     char *payload;
     uint32_t len;
-    if (recv_frame(&type, &payload, &len) < 0) { close(fd); unlink(tmp); _exit(1); }
-    if (type != 'D') { free(payload); failed = EPROTO; break; }
+    if (recv_frame(&type, &payload, &len) < 0) { if (fd >= 0) { close(fd); unlink(tmp); } _exit(1); }
+    if (type != 'D') { free(payload); if (!failed) failed = EPROTO; break; }
     if (len == 0) { free(payload); break; }
     if (!failed && write_full(fd, payload, len) < 0) failed = errno;
     total += len;
     free(payload);
   }
-  if (!failed && fchmod(fd, r->mode) < 0) failed = errno;
-  if (close(fd) < 0 && !failed) failed = errno;
+  if (fd >= 0 && !failed && fchmod(fd, r->mode) < 0) failed = errno;
+  if (fd >= 0 && close(fd) < 0 && !failed) failed = errno;
   if (!failed && rename(tmp, r->path) < 0) failed = errno;
   if (failed) {
     unlink(tmp);

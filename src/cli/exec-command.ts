@@ -89,10 +89,11 @@ export async function execCommand(argv: string[]): Promise<number> {
   process.on('SIGTERM', forward);
   let timer: NodeJS.Timeout | undefined;
   let timedOut = false;
-  if (timeoutS > 0) timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); }, timeoutS * 1000);
+  // The signal, then the connection: the agent kills the command's group when the host goes.
+  if (timeoutS > 0) timer = setTimeout(() => { timedOut = true; proc.kill('SIGKILL'); proc.abort(); }, timeoutS * 1000);
   try {
-    const status = await proc.wait();
-    if (timedOut) {
+    const status = await proc.wait().catch((e: unknown) => { if (timedOut) return undefined; throw e; });
+    if (timedOut || !status) {
       process.stderr.write(`typevisor: the command did not finish within ${timeoutS} s and was killed\n`);
       return 124;
     }

@@ -26,7 +26,10 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
+const SHUT_RD = 0;
 const SHUT_WR = 1;
+const EMFILE = 24;
+const ENFILE = 23;
 const EINTR = 4;
 const EAGAIN = 11;
 const EPOLL_CTL_ADD = 1;
@@ -65,16 +68,22 @@ export function listenUnix(path: string, backlog = 128): number {
   return fd;
 }
 
-/** The next waiting connection (non-blocking), or -1 when none waits. */
+/** The next waiting connection (non-blocking); -1 when none waits, -2 when this process is out of file descriptors. */
 export function acceptUnix(fd: number): number {
   for (;;) {
     const c = raw.accept4(fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (c >= 0) return c;
     const e = koffi.errno();
     if (e === EINTR) continue;
-    // EAGAIN, or a connection that went away before we took it (ECONNABORTED), or out of fds: nothing to take now.
+    if (e === EMFILE || e === ENFILE) return -2;
+    // EAGAIN, or a connection that went away before we took it (ECONNABORTED): nothing to take now.
     return -1;
   }
+}
+
+/** Whether `path` plus a suffix of `extra` bytes still fits a Unix socket address. */
+export function fitsUnixPath(path: string, extra = 0): boolean {
+  return Buffer.byteLength(path, 'utf8') + extra <= MAX_UNIX_PATH_BYTES;
 }
 
 /** Connects to the listener at `path`; a non-blocking fd, or -1 if nobody listens there (or it is full). */
@@ -113,6 +122,11 @@ export function recvSome(fd: number, into: Uint8Array): number {
 
 export function shutdownWrite(fd: number): void {
   raw.shutdown(fd, SHUT_WR);
+}
+
+/** Our side reads no more: on a Unix stream socket the peer's writes then fail with EPIPE. */
+export function shutdownRead(fd: number): void {
+  raw.shutdown(fd, SHUT_RD);
 }
 
 export function closeSocket(fd: number): void {

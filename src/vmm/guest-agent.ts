@@ -18,7 +18,12 @@ const MAX_HANDSHAKE_LINE = 32;
 /** Chunks of uploads and stdin (well under the frame limit; the stream's back-pressure does the rest). */
 const DATA_CHUNK = 256 * 1024;
 
-/** One connection to the agent: frames in order, end of stream as `undefined`. */
+/** Frames decoded and not yet taken before the socket is paused (the agent then waits, under vsock's credit). */
+const HIGH_WATER_FRAMES = 16;
+/** Handshake ("OK <port>") within this time, or the VMM is not answering. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** One connection to the agent: frames in order, end of stream as `undefined`; reading pauses while the consumer lags. */
 class AgentChannel {
   private readonly decoder = new FrameDecoder();
   private readonly frames: Frame[] = [];
@@ -40,6 +45,7 @@ class AgentChannel {
       this.finish(e instanceof Error ? e : new Error(String(e)));
       this.socket.destroy();
     }
+    if (this.frames.length >= HIGH_WATER_FRAMES) this.socket.pause();
     this.wake();
   }
 
@@ -59,6 +65,7 @@ class AgentChannel {
   async next(): Promise<Frame | undefined> {
     for (;;) {
       const f = this.frames.shift();
+      if (this.frames.length < HIGH_WATER_FRAMES / 4 && this.socket.isPaused()) this.socket.resume();
       if (f) return f;
       if (this.failure instanceof AgentProtocolError) throw new TypevisorError('AGENT_FAILED', this.failure.message, { cause: this.failure });
       if (this.ended) return undefined;
@@ -91,6 +98,8 @@ export interface ExecOptions {
   stdin?: string | Uint8Array | Readable;
   /** Kill the command (SIGKILL) and fail after this long. */
   timeoutMs?: number;
+  /** exec() keeps at most this many bytes of stdout and of stderr (default 64 MiB); beyond, the command is killed and exec fails — use spawn() to stream more. */
+  maxBuffer?: number;
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
 }
@@ -103,6 +112,11 @@ export interface ExecResult {
   stdout: string;
   stderr: string;
 }
+
+/** exec()'s default cap on collected output, per stream. */
+const DEFAULT_MAX_BUFFER = 64 * 2 ** 20;
+/** readFile()'s default cap. */
+const DEFAULT_MAX_FILE = 2 ** 30;
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15, SIGCONT: 18, SIGSTOP: 19 };
 
@@ -126,6 +140,21 @@ export class GuestProcess extends EventEmitter {
     // Output after the command ended is not possible: the agent reports the exit last.
     this.stdin.on('error', () => undefined);
     this.done = this.pump();
+    // A caller that only reads the output (never wait()) must not crash the process when the VM goes.
+    this.done.catch(() => undefined);
+  }
+
+  /** Writes a chunk of output, waiting while the stream's reader lags (the guest then waits too, under vsock's credit). */
+  private async write(stream: PassThrough, payload: Uint8Array): Promise<void> {
+    if (stream.write(Buffer.from(payload))) return;
+    // Until the consumer drains it — or the connection ends (abort, a VM that stopped).
+    const socket = this.channel.socket;
+    if (socket.destroyed) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => { stream.off('drain', done).off('close', done); socket.off('close', done); resolve(); };
+      stream.on('drain', done).on('close', done);
+      socket.on('close', done);
+    });
   }
 
   private async pump(): Promise<{ exitCode: number; signal: number }> {
@@ -133,8 +162,9 @@ export class GuestProcess extends EventEmitter {
       for (;;) {
         const f = await this.channel.next();
         if (!f) throw new TypevisorError('AGENT_FAILED', 'the guest agent closed the connection before the command ended (did the guest stop?)');
-        if (f.type === FRAME.STDOUT) this.stdout.write(Buffer.from(f.payload));
-        else if (f.type === FRAME.STDERR) this.stderr.write(Buffer.from(f.payload));
+        // Back-pressure: the next frame is read only once the consumer has taken this one.
+        if (f.type === FRAME.STDOUT) await this.write(this.stdout, f.payload);
+        else if (f.type === FRAME.STDERR) await this.write(this.stderr, f.payload);
         else if (f.type === FRAME.EXIT) return decodeExit(f.payload);
         else if (f.type === FRAME.FAILURE) throw new TypevisorError('AGENT_FAILED', `the guest agent could not run the command: ${Buffer.from(f.payload).toString()}`);
         else throw new TypevisorError('AGENT_FAILED', `the guest agent sent an unexpected frame '${f.type}'`);
@@ -149,6 +179,11 @@ export class GuestProcess extends EventEmitter {
   /** Resolves with the exit status once the command and all its output are done. */
   wait(): Promise<{ exitCode: number; signal: number }> {
     return this.done;
+  }
+
+  /** Ends the connection: the agent kills the command's process group; wait() rejects. */
+  abort(): void {
+    this.channel.close();
   }
 
   /** Sends a signal to the command's process group. */
@@ -180,6 +215,7 @@ export class GuestAgent {
         socket.off('data', onData);
         socket.off('close', onClose);
         socket.off('error', onError);
+        socket.setTimeout(0);
         const channel = new AgentChannel(socket);
         if (nl + 1 < chunk.length) channel.feed(chunk.subarray(nl + 1));
         resolve(channel);
@@ -191,6 +227,7 @@ export class GuestAgent {
       socket.once('close', onClose);
       socket.once('error', onError);
       socket.once('connect', () => socket.write(`CONNECT ${this.port}\n`));
+      socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => unavailable(`no answer to CONNECT within ${HANDSHAKE_TIMEOUT_MS} ms`));
     });
   }
 
@@ -217,20 +254,36 @@ export class GuestAgent {
   /** Runs a command to its end and returns its status and output. */
   async exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const proc = await this.spawn(argv, opts);
+    const limit = opts.maxBuffer ?? DEFAULT_MAX_BUFFER;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    proc.stdout.on('data', (c: Buffer) => { out.push(c); opts.onStdout?.(c); });
-    proc.stderr.on('data', (c: Buffer) => { err.push(c); opts.onStderr?.(c); });
+    let failLimit: (e: TypevisorError) => void = () => undefined;
+    const overLimit = new Promise<never>((_, reject) => { failLimit = reject; });
+    const sizes = { stdout: 0, stderr: 0 };
+    const collect = (into: Buffer[], what: 'stdout' | 'stderr') => (c: Buffer): void => {
+      into.push(c);
+      sizes[what] += c.length;
+      if (sizes[what] > limit) {
+        proc.abort();
+        failLimit(new TypevisorError('AGENT_FAILED', `the command's ${what} exceeded ${limit} bytes (maxBuffer) and it was killed — use spawn() to stream a large output`));
+      }
+    };
+    proc.stdout.on('data', (c: Buffer) => { collect(out, 'stdout')(c); opts.onStdout?.(c); });
+    proc.stderr.on('data', (c: Buffer) => { collect(err, 'stderr')(c); opts.onStderr?.(c); });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       if (opts.timeoutMs === undefined) return;
       timer = setTimeout(() => {
+        // The signal, then the connection: a command whose agent is not reading frames dies with it.
         proc.kill('SIGKILL');
+        proc.abort();
         reject(new TypevisorError('TIMEOUT', `the command ${argv.join(' ')} did not finish within ${opts.timeoutMs} ms (killed)`));
       }, opts.timeoutMs);
     });
+    overLimit.catch(() => undefined);
+    timedOut.catch(() => undefined);
     try {
-      const status = await Promise.race([proc.wait(), timedOut]);
+      const status = await Promise.race([proc.wait(), timedOut, overLimit]);
       await Promise.all([ended(proc.stdout), ended(proc.stderr)]);
       return { ...status, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
     } finally {
@@ -243,9 +296,15 @@ export class GuestAgent {
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     const channel = await this.open();
     try {
-      await channel.send(encodeFrame(FRAME.WRITE_FILE, this.fields([['p', path], ['m', (opts.mode ?? 0o644).toString(8)]])));
-      for (let at = 0; at < bytes.length; at += DATA_CHUNK) await channel.send(encodeFrame(FRAME.DATA, bytes.subarray(at, at + DATA_CHUNK)));
-      await channel.send(encodeFrame(FRAME.DATA));
+      try {
+        await channel.send(encodeFrame(FRAME.WRITE_FILE, this.fields([['p', path], ['m', (opts.mode ?? 0o644).toString(8)]])));
+        for (let at = 0; at < bytes.length; at += DATA_CHUNK) await channel.send(encodeFrame(FRAME.DATA, bytes.subarray(at, at + DATA_CHUNK)));
+        await channel.send(encodeFrame(FRAME.DATA));
+      } catch (e) {
+        // The agent gave up early (no such directory…): its reason is waiting in the stream.
+        await this.reply(channel, `write ${path}`);
+        throw e;
+      }
       const f = await this.reply(channel, `write ${path}`);
       if (f.type !== FRAME.OK) throw new TypevisorError('AGENT_FAILED', `the guest agent sent an unexpected frame '${f.type}'`);
       const written = decodeU64(f.payload);
@@ -255,16 +314,20 @@ export class GuestAgent {
     }
   }
 
-  /** Reads a whole file from the guest. */
-  async readFile(path: string): Promise<Buffer> {
+  /** Reads a whole file from the guest (at most `maxBytes`, default 1 GiB: /dev/zero never ends). */
+  async readFile(path: string, opts: { maxBytes?: number } = {}): Promise<Buffer> {
+    const limit = opts.maxBytes ?? DEFAULT_MAX_FILE;
     const channel = await this.open();
     try {
       await channel.send(encodeFrame(FRAME.READ_FILE, this.fields([['p', path]])));
       const parts: Buffer[] = [];
+      let total = 0;
       for (;;) {
         const f = await this.reply(channel, `read ${path}`);
         if (f.type !== FRAME.DATA) throw new TypevisorError('AGENT_FAILED', `the guest agent sent an unexpected frame '${f.type}'`);
         if (f.payload.length === 0) return Buffer.concat(parts);
+        total += f.payload.length;
+        if (total > limit) throw new TypevisorError('AGENT_FAILED', `${path} in the guest is larger than ${limit} bytes (maxBytes)`);
         parts.push(Buffer.from(f.payload));
       }
     } finally {
@@ -272,15 +335,21 @@ export class GuestAgent {
     }
   }
 
-  /** The agent's health: version, guest uptime, memory, process count. */
-  async ping(): Promise<AgentHealth> {
+  /** The agent's health: version, guest uptime, memory, process count — within `timeoutMs` (default 10 s). */
+  async ping(timeoutMs = 10_000): Promise<AgentHealth> {
     const channel = await this.open();
+    let expired = false;
+    const timer = setTimeout(() => { expired = true; channel.close(); }, timeoutMs);
     try {
       await channel.send(encodeFrame(FRAME.PING));
       const f = await this.reply(channel, 'ping');
       if (f.type !== FRAME.PONG) throw new TypevisorError('AGENT_FAILED', `the guest agent sent an unexpected frame '${f.type}'`);
       return decodePong(f.payload);
+    } catch (e) {
+      if (expired) throw new TypevisorError('AGENT_UNAVAILABLE', `the guest agent did not answer a ping within ${timeoutMs} ms (is the guest paused or hung?)`);
+      throw e;
     } finally {
+      clearTimeout(timer);
       channel.close();
     }
   }
@@ -302,7 +371,7 @@ export class GuestAgent {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
-        return await this.ping();
+        return await this.ping(Math.max(1000, Math.min(10_000, deadline - Date.now())));
       } catch (e) {
         if (!(e instanceof TypevisorError) || e.code !== 'AGENT_UNAVAILABLE' || !isAlive()) throw e;
         if (Date.now() > deadline) throw new TypevisorError('TIMEOUT', `the guest agent did not answer within ${timeoutMs} ms (${e.message})`);

@@ -28,7 +28,8 @@ import {
   BALLOON_CONFIG_WRITABLE, balloonFeatures, BALLOON_METRICS, BALLOON_PAGE, BALLOON_QUEUES, balloonConfig, readBalloonMetrics, setBalloonTarget,
   type BalloonMetrics, type BalloonOptions,
 } from '../devices/virtio/balloon.js';
-import { listenUnix } from '../sys/unix-socket.js';
+import { fitsUnixPath, listenUnix, MAX_UNIX_PATH_BYTES } from '../sys/unix-socket.js';
+import { PORT_SUFFIX_BYTES } from './vsock-unix.js';
 
 export interface DiskOptions {
   path: string;
@@ -150,6 +151,9 @@ export class VirtioDevices {
       if (opts.vsock) {
         const cid = opts.vsock.cid ?? 3;
         if (!isGuestCid(cid)) throw new TypevisorError('INVALID_ARGUMENT', `vsock CID ${cid} is not a guest CID (3 … 4294967294)`);
+        if (!fitsUnixPath(opts.vsock.socketPath, PORT_SUFFIX_BYTES)) {
+          throw new TypevisorError('INVALID_ARGUMENT', `the vsock socket path ${opts.vsock.socketPath} is too long: with a host port's suffix (_PORT) it must fit ${MAX_UNIX_PATH_BYTES} bytes — choose one of at most ${MAX_UNIX_PATH_BYTES - PORT_SUFFIX_BYTES}`);
+        }
         const listenFd = listenUnix(opts.vsock.socketPath);
         this.fds.push(listenFd);
         const wiring = this.add({ deviceId: VIRTIO_ID.VSOCK, classCode: [0xff, 0x00, 0x00], features: VSOCK_FEATURES, queueMaxSizes: [QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE], deviceConfig: vsockConfig(cid) });

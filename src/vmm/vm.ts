@@ -100,7 +100,7 @@ export class Vm {
   /** Files in the guest, through its agent. */
   readonly files = {
     write: (path: string, data: string | Uint8Array, opts?: { mode?: number }): Promise<void> => this.requireAgent().writeFile(path, data, opts),
-    read: (path: string): Promise<Buffer> => this.requireAgent().readFile(path),
+    read: (path: string, opts?: { maxBytes?: number }): Promise<Buffer> => this.requireAgent().readFile(path, opts),
   };
   private agentSeen = false;
 

@@ -2,7 +2,7 @@
 // program connects to the VM's socket PATH and writes "CONNECT <port>\n"; once the guest accepts,
 // it reads "OK <local port>\n" and the stream is the guest socket's. A guest connecting to host
 // port P reaches whoever listens on "PATH_P". Runs on the I/O thread, on its event loop.
-import { acceptUnix, closeSocket, connectUnix, recvSome, sendSome, shutdownWrite, EPOLL } from '../sys/unix-socket.js';
+import { acceptUnix, closeSocket, connectUnix, fitsUnixPath, recvSome, sendSome, shutdownRead, shutdownWrite, EPOLL } from '../sys/unix-socket.js';
 import type { VsockDeviceRuntime, VsockHost, VsockHostStream } from '../devices/virtio/vsock/device.js';
 import type { IoLoop } from './io-loop.js';
 
@@ -10,6 +10,10 @@ import type { IoLoop } from './io-loop.js';
 const MAX_CONNECT_LINE = 32;
 /** A client that has not sent its CONNECT line within this time is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 5000;
+/** At most this many clients between accept and CONNECT line (beyond: the oldest is dropped). */
+const MAX_HANDSHAKES = 64;
+/** "_4294967295": the longest suffix a host port adds to the socket path. */
+export const PORT_SUFFIX_BYTES = 11;
 
 class UnixStream implements VsockHostStream {
   /** Our token in the event loop while the fd is in its set (0: not in it). */
@@ -34,6 +38,10 @@ class UnixStream implements VsockHostStream {
 
   shutdownWrite(): void {
     if (!this.closed) shutdownWrite(this.fd);
+  }
+
+  shutdownRead(): void {
+    if (!this.closed) shutdownRead(this.fd);
   }
 
   /**
@@ -71,6 +79,7 @@ interface Handshake { fd: number; token: number; line: string; since: number }
 export class UnixVsockHost implements VsockHost {
   private readonly handshakes = new Set<Handshake>();
   private device: VsockDeviceRuntime | undefined;
+  private listenToken = 0;
   /** Host connections refused for a malformed CONNECT line (for metrics and tests). */
   refusedHandshakes = 0;
 
@@ -79,21 +88,34 @@ export class UnixVsockHost implements VsockHost {
   /** Starts accepting host clients for `device`. */
   attach(device: VsockDeviceRuntime): void {
     this.device = device;
-    this.loop.add(this.listenFd, () => this.acceptAll());
+    this.listenToken = this.loop.add(this.listenFd, () => this.acceptAll());
   }
 
   connect(port: number): VsockHostStream | undefined {
-    const fd = connectUnix(`${this.path}_${port}`);
+    const path = `${this.path}_${port}`;
+    if (!fitsUnixPath(path)) return undefined;
+    const fd = connectUnix(path);
     return fd < 0 ? undefined : new UnixStream(this.loop, fd, () => this.device!);
   }
 
-  /** Drops clients that never finished their CONNECT line. */
+  /** Drops clients that never finished their CONNECT line; listens again after running out of fds. */
   tick(now = Date.now()): void {
     for (const h of this.handshakes) if (now - h.since > HANDSHAKE_TIMEOUT_MS) this.endHandshake(h, true);
+    if (this.device && this.listenToken === 0) this.listenToken = this.loop.add(this.listenFd, () => this.acceptAll());
   }
 
   private acceptAll(): void {
-    for (let fd = acceptUnix(this.listenFd); fd >= 0; fd = acceptUnix(this.listenFd)) {
+    for (;;) {
+      const fd = acceptUnix(this.listenFd);
+      if (fd === -2) {
+        // Out of fds: the listener would stay readable and wake us without end. Stop listening
+        // until the next tick; clients wait in the backlog meanwhile.
+        this.loop.remove(this.listenFd, this.listenToken);
+        this.listenToken = 0;
+        return;
+      }
+      if (fd < 0) return;
+      if (this.handshakes.size >= MAX_HANDSHAKES) this.endHandshake(this.handshakes.values().next().value!, true);
       const h: Handshake = { fd, token: 0, line: '', since: Date.now() };
       h.token = this.loop.add(fd, () => this.readLine(h));
       this.handshakes.add(h);

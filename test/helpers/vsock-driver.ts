@@ -20,7 +20,7 @@ export const PAYLOAD = 4096;
 
 export interface Packet { h: VsockHeader; payload: Buffer }
 
-export function setupVsock(host: VsockHost) {
+export function setupVsock(host: VsockHost, onInterrupt: (vector: number) => void = () => undefined) {
   const memory = GuestMemory.anonymous(0x400000);
   const state = createVirtioPciDevice({ deviceId: VIRTIO_ID.VSOCK, classCode: [0xff, 0, 0], features: VSOCK_FEATURES, queueMaxSizes: [64, 64, 8], deviceConfig: vsockConfig(GUEST_CID), barAddress: 0xc000_0000 });
   const fds = [0, 1, 2, 3].map(() => libc.eventfd(0, libc.EFD_CLOEXEC | libc.EFD_NONBLOCK));
@@ -28,7 +28,7 @@ export function setupVsock(host: VsockHost) {
   for (const fd of fds) libc.close(fd);
   const metrics = new SharedArrayBuffer(8 * VSOCK_METRICS.SLOTS);
   let clock = 1000;
-  const dev = new VsockDeviceRuntime(memory, state, GUEST_CID, host, metrics, () => undefined, () => clock);
+  const dev = new VsockDeviceRuntime(memory, state, GUEST_CID, host, metrics, (vector) => onInterrupt(vector), () => clock);
   dev.onControl();
   const d = new DataView(memory.bytes.buffer);
   const avail = new Map<number, number>();
@@ -50,7 +50,8 @@ export function setupVsock(host: VsockHost) {
   /** Linux 6.1's receive buffers: header descriptor + 4 KiB payload descriptor, `n` of them. */
   let rxNext = 0;
   /** Chains made available on `q` and not yet returned (a driver never offers more than its ring holds). */
-  const inFlight = (q: TestQueue): number => ((avail.get(q.avail) ?? 0) - d.getUint16(q.used + 2, true)) & 0xffff;
+  // A receive buffer is the driver's again only once received() has read it (as Linux's rx work does).
+  const inFlight = (q: TestQueue): number => ((avail.get(q.avail) ?? 0) - (q === RXQ ? usedSeen.get(RXQ.used) ?? 0 : d.getUint16(q.used + 2, true))) & 0xffff;
   const giveRx = (n: number): void => {
     for (let i = 0; i < n && inFlight(RXQ) < RXQ.size / 2; i++) {
       const slot = rxNext++ % (RXQ.size / 2);

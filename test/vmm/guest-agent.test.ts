@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, statSync } from 'node:fs';
-import { createServer, connect, type Server } from 'node:net';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,8 @@ const agentSock = join(dir, 'agent.sock');
 const vsockSock = join(dir, 'vsock.sock');
 let agentProcess: ChildProcess;
 let shim: Server;
+/** The shim's connections, ended when the tests are done. */
+const open = new Set<Socket>();
 const agent = new GuestAgent(vsockSock);
 
 before(async () => {
@@ -31,6 +33,8 @@ before(async () => {
   for (let i = 0; i < 100 && !existsSync(agentSock); i++) await new Promise((r) => setTimeout(r, 20));
   // The VMM's part: a CONNECT line for port 52 is answered with OK and joined to the agent; other ports are refused.
   shim = createServer((client) => {
+    open.add(client);
+    client.on('close', () => open.delete(client));
     let line = '';
     const onData = (d: Buffer): void => {
       line += d.toString('latin1');
@@ -39,14 +43,20 @@ before(async () => {
       client.off('data', onData);
       if (line.slice(0, nl) !== 'CONNECT 52') { client.destroy(); return; }
       const upstream = connect(agentSock, () => {
+        open.add(upstream);
+        upstream.on('close', () => open.delete(upstream));
         client.write('OK 1073741824\n');
         const rest = Buffer.from(line.slice(nl + 1), 'latin1');
         if (rest.length > 0) upstream.write(rest);
         client.pipe(upstream);
         upstream.pipe(client);
       });
-      upstream.on('error', () => client.destroy());
-      client.on('error', () => upstream.destroy());
+      // As the VMM does: a client that goes (even before the agent is reached) ends the guest side;
+      // the guest side ending flushes what it sent, then ends the client.
+      upstream.on('error', () => undefined);
+      upstream.on('close', () => client.end());
+      client.on('error', () => undefined);
+      client.on('close', () => upstream.destroy());
     };
     client.on('data', onData);
   });
@@ -54,6 +64,7 @@ before(async () => {
 });
 
 after(() => {
+  for (const s of open) s.destroy();
   shim.close();
   agentProcess.kill();
 });
@@ -162,4 +173,43 @@ test('the agent survives hostile requests: bad fields, an oversized frame, an un
   assert.equal((await raw(new Uint8Array([0x78, 1]))).length, 0, 'half a header, then nothing');
   // And it still serves.
   assert.equal((await agent.exec(['echo', 'still here'])).stdout, 'still here\n');
+});
+
+/** Processes on this host whose command line contains `marker`. */
+function running(marker: string): number {
+  return execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(marker) && !l.includes('ps -eo')).length;
+}
+
+test('a time-out kills the command even when the agent is not reading (stdin pending) or the command closed its output', async () => {
+  const t0 = Date.now();
+  await assert.rejects(agent.exec(['sleep', '31.7'], { stdin: Buffer.alloc(2 ** 20), timeoutMs: 300 }), /did not finish within 300 ms/);
+  await assert.rejects(agent.exec(['sh', '-c', 'exec >/dev/null 2>&1; sleep 32.3'], { timeoutMs: 300 }), /did not finish within 300 ms/);
+  for (let i = 0; i < 50 && running('sleep 31.7') + running('sleep 32.3') > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(running('sleep 31.7'), 0, 'the command with unread stdin is gone');
+  assert.equal(running('sleep 32.3'), 0, 'the command that closed its output is gone');
+  assert.ok(Date.now() - t0 < 8000);
+  // A command that closed its output but goes on running is still waited for, and its status reported.
+  assert.equal((await agent.exec(['sh', '-c', 'exec >/dev/null 2>&1; sleep 0.3; exit 4'])).exitCode, 4);
+});
+
+test('output the host does not read holds the command back; exec and readFile cap what they collect', async () => {
+  const rss = (): number => process.memoryUsage().rss;
+  const proc = await agent.spawn(['head', '-c', '300000000', '/dev/zero']);
+  const before = rss();
+  await new Promise((r) => setTimeout(r, 1500));
+  const grown = rss() - before;
+  assert.ok(grown < 64 * 2 ** 20, `unread output grew the host by ${(grown / 2 ** 20).toFixed(0)} MiB`);
+  proc.abort();
+  await assert.rejects(proc.wait(), /closed the connection/);
+  await assert.rejects(agent.exec(['head', '-c', '5000000', '/dev/zero'], { maxBuffer: 1_000_000 }), /stdout exceeded 1000000 bytes \(maxBuffer\)/);
+  await assert.rejects(agent.readFile('/dev/zero', { maxBytes: 3_000_000 }), /larger than 3000000 bytes \(maxBytes\)/);
+  // An upload the agent refuses early still reports why.
+  await assert.rejects(agent.writeFile('/no/such/dir/big', new Uint8Array(8 * 2 ** 20)), /No such file or directory/);
+});
+
+test('a spawned command whose connection dies does not crash a caller that never waits', async () => {
+  const proc = await agent.spawn(['sleep', '30']);
+  proc.abort();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(true, 'no unhandled rejection ended the process');
 });

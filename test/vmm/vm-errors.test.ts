@@ -37,5 +37,6 @@ test('bad kernels, initrds, sizes and counts are refused with a clear error and 
   await rejects(Vm.create({ kernel: notKernel, nets: [{ tap: 'tvx0', address: '10.0.0.2' }] }), 'INVALID_ARGUMENT', /not an IPv4 address with a prefix length/);
   await rejects(Vm.create({ kernel: notKernel, vsock: { cid: 2 } }), 'INVALID_ARGUMENT', /CID 2 is not a guest CID/);
   await rejects(Vm.create({ kernel: notKernel, vsock: { socketPath: join(dir, 'no', 'such', 'dir', 'v.sock') } }), 'SYSCALL_FAILED', /bind/);
+  await rejects(Vm.create({ kernel: notKernel, vsock: { socketPath: join(dir, 'x'.repeat(100)) } }), 'INVALID_ARGUMENT', /socket path .* is too long: with a host port's suffix/);
   assert.equal(openFds(), fds, 'every failed create released its fds');
 });

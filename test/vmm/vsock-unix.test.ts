@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
 import { IoLoop } from '../../src/vmm/io-loop.js';
 import { UnixVsockHost } from '../../src/vmm/vsock-unix.js';
 import { listenUnix, closeSocket } from '../../src/sys/unix-socket.js';
@@ -106,6 +107,26 @@ test('malformed or missing CONNECT lines are refused without reaching the guest'
   assert.equal(h.received().length, 0, 'the guest never heard of them');
   assert.equal(h.host.refusedHandshakes, 5);
   h.close();
+});
+
+test('more than 64 clients waiting in the handshake: the oldest are dropped; a host port whose PATH_PORT would be too long is refused', async () => {
+  const h = harness();
+  const clients = Array.from({ length: 70 }, () => connect(h.path));
+  const ends = clients.map(collect);
+  await h.pump(() => h.host.refusedHandshakes >= 6 && ends.filter((e) => e.ended()).length >= 6, 'the oldest handshakes dropped');
+  assert.ok(ends.slice(0, 6).every((e) => e.ended()), 'the first six went');
+  for (const c of clients) c.destroy();
+  h.close();
+  // A socket path so long that PATH_PORT cannot be a socket address: the guest's connection is refused, nothing throws.
+  const longDir = join(tempDir('typevisor-vsock-'), 'x'.repeat(60));
+  mkdirSync(longDir);
+  const path = join(longDir, 'v.sock');
+  const loop = new IoLoop();
+  const fd = listenUnix(path);
+  const host = new UnixVsockHost(loop, fd, path);
+  assert.equal(host.connect(4294967295), undefined);
+  loop.close();
+  closeSocket(fd);
 });
 
 test('a socket path that is too long or in use is a clear error', () => {

@@ -17,6 +17,7 @@ export abstract class VirtioDeviceRuntime {
   private readonly msix: MsixTable;
   private readonly config: PciConfigSpace;
   private queues: (SplitQueue | undefined)[] | undefined;
+  private reportedBug = false;
 
   constructor(protected readonly memory: GuestMemory, protected readonly state: VirtioPciState, private readonly signalMsi: SignalMsi) {
     this.common = new VirtioPciCommonConfig(state.common);
@@ -52,7 +53,7 @@ export abstract class VirtioDeviceRuntime {
     this.interrupt(this.common.vector(-1));
   }
 
-  /** Marks the device broken (DEVICE_NEEDS_RESET) after a QueueError; rethrows anything else. */
+  /** Marks the device broken (DEVICE_NEEDS_RESET) after a QueueError, or any other error (reported: a bug). */
   protected broken(e: unknown): void {
     this.fail(e);
   }
@@ -101,9 +102,16 @@ export abstract class VirtioDeviceRuntime {
     if (queue.needsInterrupt()) this.interrupt(this.common.vector(q));
   }
 
-  /** A ring broke the rules: stop using it until the driver resets the device, and tell it. */
+  /**
+   * A ring broke the rules: stop using it until the driver resets the device, and tell it. Any
+   * other error is a bug of ours; it too stops only this device (reported once), never the I/O
+   * thread and the VM's other devices.
+   */
   private fail(e: unknown): void {
-    if (!(e instanceof QueueError)) throw e;
+    if (!(e instanceof QueueError) && !this.reportedBug) {
+      this.reportedBug = true;
+      console.error(`typevisor: a virtio device failed and needs a reset by its driver: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    }
     this.ringBroken();
     if (this.queues) this.stopped();
     this.queues = undefined;

@@ -38,6 +38,8 @@ export interface VsockHostStream {
   read(into: Uint8Array): number;
   /** We will write no more (the guest shut down its sending side). */
   shutdownWrite(): void;
+  /** We will read no more (the guest shut down its receiving side): the host writer should fail. */
+  shutdownRead(): void;
   close(): void;
   /** The readiness the device wants to hear of (through streamReadable/streamWritable). */
   watch(readable: boolean, writable: boolean): void;
@@ -115,6 +117,8 @@ interface Connection {
   watching: [boolean, boolean];
   /** In the ready list. */
   queued: boolean;
+  /** Our REQUEST (host-initiated) reached the guest. */
+  requestSent: boolean;
 }
 
 type Control = { conn?: Connection; op: number; flags?: number; localPort: number; peerPort: number };
@@ -146,7 +150,8 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
 
   /** A host client asks for guest port `port` (after its "CONNECT <port>"): REQUEST goes to the guest. */
   openFromHost(stream: VsockHostStream, port: number): void {
-    if (!this.running || this.conns.size >= MAX_CONNECTIONS) {
+    // A guest that takes no receive buffers cannot be asked for more connections.
+    if (!this.running || this.conns.size >= MAX_CONNECTIONS || this.control.length >= MAX_CONTROL_BACKLOG) {
       stream.close();
       return;
     }
@@ -156,7 +161,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     const conn = this.addConnection(localPort, port, stream, 'connecting');
     this.metrics[VSOCK_METRICS.HOST_CONNECTIONS]!++;
     this.queueControl({ conn, op: VSOCK_OP.REQUEST, localPort, peerPort: port });
-    this.deliver();
+    this.pump();
   }
 
   /** The host stream of `stream`'s connection has data (or its end). */
@@ -166,7 +171,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     conn.readable = true;
     if (!conn.queued) { conn.queued = true; this.ready.push(conn); }
     this.rewatch(conn);
-    this.deliver();
+    this.pump();
   }
 
   /** The host stream can take more of what the guest sent. */
@@ -174,17 +179,18 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     const conn = this.byStream.get(stream);
     if (!conn) return;
     this.flushToHost(conn);
-    this.deliver();
+    this.pump();
   }
 
   /** Timeouts: connections the guest never answered, closing ones the host never drained. */
   tick(): void {
     const now = this.now();
     for (const conn of [...this.conns.values()]) {
-      if (conn.state === 'connecting' && now - conn.since > CONNECT_TIMEOUT_MS) this.reset(conn, true);
+      // A REQUEST that never reached the guest needs no RST: it goes from the queue with the connection.
+      if (conn.state === 'connecting' && now - conn.since > CONNECT_TIMEOUT_MS) this.reset(conn, conn.requestSent);
       else if (conn.state === 'closing' && now - conn.since > CLOSE_TIMEOUT_MS) this.reset(conn, true);
     }
-    this.deliver();
+    this.pump();
   }
 
   get connectionCount(): number {
@@ -210,15 +216,35 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     this.setActive();
   }
 
+  /** txq and rxq are served together (pump); event buffers stay in their ring until there is an event (only a snapshot restore makes one). */
   protected override process(q: number): void {
-    if (q === VSOCK_QUEUE.TX) this.transmit();
-    else if (q === VSOCK_QUEUE.RX) this.deliver();
-    else super.process(q);
+    if (q !== VSOCK_QUEUE.EVENT) this.pump();
   }
 
-  /** Event buffers are kept until there is an event to report (none yet: only snapshot restore sends one). */
+  /** Unused: pump() walks txq and rxq itself, and the event queue is left alone. */
   protected handle(): number {
-    return -1;
+    return 0;
+  }
+
+  private pumping = false;
+
+  /**
+   * Takes guest packets and fills receive buffers, in turn, until neither moves: a loop, not
+   * recursion — a guest that keeps both rings full can make it long, never deep. Re-entrant calls
+   * (from a host stream's callback while pumping) fold into the running loop.
+   */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (;;) {
+        const took = this.transmit();
+        const sent = this.deliver();
+        if (!took && !sent) break;
+      }
+    } finally {
+      this.pumping = false;
+    }
   }
 
   protected override notified(): void {
@@ -231,23 +257,25 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
 
   // ——— guest → host ———
 
-  /** Takes packets from txq until it is empty or too many control packets wait for receive buffers. */
-  private transmit(): void {
+  /** Takes packets from txq until it is empty or too many control packets wait for receive buffers; whether it took any. */
+  private transmit(): boolean {
     const tx = this.queue(VSOCK_QUEUE.TX);
-    if (!tx) return;
+    if (!tx) return false;
+    let took = false;
     try {
       while (this.control.length < MAX_CONTROL_BACKLOG) {
         const chain = tx.pop();
         if (!chain) break;
+        took = true;
         this.receivePacket(chain);
         tx.push(chain.head, 0);
       }
     } catch (e) {
       this.broken(e);
-      return;
+      return false;
     }
-    this.returned(VSOCK_QUEUE.TX);
-    this.deliver();
+    if (took) this.returned(VSOCK_QUEUE.TX);
+    return took;
   }
 
   private receivePacket(chain: DescriptorChain): void {
@@ -395,7 +423,11 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
 
   private guestShutdown(conn: Connection, flags: number): void {
     if (flags & SHUTDOWN_F.SEND) conn.guestSendShut = true;
-    if (flags & SHUTDOWN_F.RCV) conn.guestRcvShut = true;
+    if (flags & SHUTDOWN_F.RCV && !conn.guestRcvShut) {
+      conn.guestRcvShut = true;
+      // The host writer then gets EPIPE, as a Linux sender whose peer shut down receiving does.
+      conn.stream.shutdownRead();
+    }
     if (conn.guestSendShut && conn.guestRcvShut) {
       // The guest closed its socket and waits for our RST; what it sent first still goes to the host.
       conn.state = 'closing';
@@ -406,10 +438,10 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
 
   // ——— host → guest ———
 
-  /** Fills receive buffers: control packets first, then data from readable streams within the guest's credit. */
-  private deliver(): void {
+  /** Fills receive buffers: control packets first, then data from readable streams within the guest's credit; whether it sent any. */
+  private deliver(): boolean {
     const rx = this.queue(VSOCK_QUEUE.RX);
-    if (!rx) return;
+    if (!rx) return false;
     let sent = false;
     try {
       for (;;) {
@@ -421,6 +453,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
         if (ctl) {
           this.control.shift();
           this.writePacket(rx, chain, ctl.op, ctl.localPort, ctl.peerPort, ctl.conn, 0, ctl.flags ?? 0);
+          if (ctl.op === VSOCK_OP.REQUEST && ctl.conn) ctl.conn.requestSent = true;
           sent = true;
           if (ctl.op === VSOCK_OP.RST) this.metrics[VSOCK_METRICS.RESETS_SENT]!++;
         } else if (conn) {
@@ -429,11 +462,10 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
       }
     } catch (e) {
       this.broken(e);
-      return;
+      return false;
     }
     if (sent) this.returned(VSOCK_QUEUE.RX);
-    // Room for control packets again: guest packets held back in txq can be taken.
-    if (this.control.length < MAX_CONTROL_BACKLOG && (this.queue(VSOCK_QUEUE.TX)?.pendingCount ?? 0) > 0) this.transmit();
+    return sent;
   }
 
   /** The next established connection (in turn) whose stream has data and whose guest has room for it. */
@@ -512,7 +544,7 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
     const conn: Connection = {
       key: `${localPort}:${peerPort}`, localPort, peerPort, stream, state, since: this.now(), peerBufAlloc: 0, peerFwdCnt: 0, txCnt: 0,
       rxCnt: 0, fwdCnt: 0, advertisedFwdCnt: 0, pending: [], readable: false, hostEof: false, guestSendShut: false, guestRcvShut: false,
-      hostWriteShut: false, watching: [false, false], queued: false,
+      hostWriteShut: false, watching: [false, false], queued: false, requestSent: false,
     };
     this.conns.set(conn.key, conn);
     this.byStream.set(stream, conn);
@@ -551,8 +583,10 @@ export class VsockDeviceRuntime extends VirtioDeviceRuntime {
   }
 
   private queueControl(c: Control): void {
-    // One credit update per connection waiting is enough: it carries the latest fwd_cnt when sent.
+    // One credit update per connection waiting is enough: it carries the latest fwd_cnt when sent;
+    // one RST per pair of ports likewise (a second says nothing new).
     if (c.op === VSOCK_OP.CREDIT_UPDATE && this.control.some((x) => x.conn === c.conn && x.op === VSOCK_OP.CREDIT_UPDATE)) return;
+    if (c.op === VSOCK_OP.RST && this.control.some((x) => x.op === VSOCK_OP.RST && x.localPort === c.localPort && x.peerPort === c.peerPort)) return;
     this.control.push(c);
   }
 
