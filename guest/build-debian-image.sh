@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds an ext4 image holding a minimal Debian 12 root filesystem (`typevisor image create NAME
 # --size SIZE --from debian`): debootstrap's minbase plus systemd, udev and a serial getty, and
-# Typevisor's command unit (guest/debian/). The Debian tree is built once and cached under
+# Typevisor's command unit (guest/debian/); each image also gets the guest agent (built here from
+# guest/agent/, with musl-gcc where it is installed, else gcc -static). The Debian tree is built once and cached under
 # ${XDG_CACHE_HOME:-~/.cache}/typevisor/debian/<version>/ (version: a hash of this recipe); each image
 # is made from it by mkfs.ext4 -d — no loop device, no mount. Progress goes to stderr; the image's
 # path is the last line on stdout. An interrupted or failed run leaves no image and no tree that
@@ -115,6 +116,22 @@ echo >> "$id_file"
 debugfs -w -R "rm /etc/machine-id" "$tmp_img" >/dev/null 2>&1
 debugfs -w -R "write $id_file /etc/machine-id" "$tmp_img" >/dev/null 2>&1 || die "cannot write /etc/machine-id into the image (debugfs)"
 [[ $(debugfs -R "cat /etc/machine-id" "$tmp_img" 2>/dev/null) == "$(cat "$id_file")" ]] || die "/etc/machine-id did not reach the image"
+# The guest agent (guest/agent/): written into each new file system like the machine-id, enabled
+# for multi-user.target — not into the cached tree, so a new agent needs no new debootstrap.
+agent_unit="$here/agent/typevisor-agent.service"
+agent="$recipe/.typevisor-agent"
+if command -v musl-gcc >/dev/null; then cc=(musl-gcc -static -Os -s); else cc=(gcc -static -Os -s); fi
+"${cc[@]}" -o "$agent" "$here/agent/typevisor-agent.c" >&2 || die "cannot build the guest agent with ${cc[0]} — apt-get install musl-tools (or gcc)"
+chmod 0755 "$agent"
+for cmd in "write $agent /usr/local/sbin/typevisor-agent" "write $agent_unit /etc/systemd/system/typevisor-agent.service" \
+  "symlink /etc/systemd/system/multi-user.target.wants/typevisor-agent.service /etc/systemd/system/typevisor-agent.service"; do
+  debugfs -w -R "$cmd" "$tmp_img" >/dev/null 2>&1 || die "cannot add the guest agent to the image (debugfs: $cmd)"
+done
+# debugfs exits 0 whatever its command did: look.
+[[ $(debugfs -R "stat /usr/local/sbin/typevisor-agent" "$tmp_img" 2>/dev/null | grep -o 'Mode: *[0-7]*') =~ 0755 ]] || die "the guest agent did not reach the image executable"
+for f in /etc/systemd/system/typevisor-agent.service /etc/systemd/system/multi-user.target.wants/typevisor-agent.service; do
+  debugfs -R "stat $f" "$tmp_img" 2>/dev/null | grep -q '^Inode:' || die "$f did not reach the image"
+done
 mv -n "$tmp_img" "$out_img"
 [[ ! -e $tmp_img ]] || die "$out_img appeared while the image was being made; the new image is not kept"
 step "done: $out_img"

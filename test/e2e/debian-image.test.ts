@@ -1,6 +1,7 @@
 // End-to-end on real KVM: `image create --from debian` builds a Debian 12 root image (debootstrap
 // + mkfs.ext4 -d), and `run --root` boots it with systemd as PID 1 to multi-user.target, runs a
-// command through the image's command unit, and powers off leaving a clean file system. On PVM
+// command through the image's command unit (the guest agent's unit is active too), and powers off
+// leaving a clean file system. On PVM
 // hosts every guest page fault and exec runs in KVM's emulator: this boot takes minutes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +26,7 @@ test('a Debian image boots to multi-user.target under systemd, runs a command, p
   execFileSync('e2fsck', ['-fn', img], { stdio: 'pipe' });
   const machineId = debugfsCat(img, '/etc/machine-id').trim();
   assert.match(machineId, /^[0-9a-f]{32}$/, 'each image gets its own machine-id');
+  assert.match(debugfsCat(img, '/etc/systemd/system/typevisor-agent.service'), /ExecStart=\/usr\/local\/sbin\/typevisor-agent/);
 
   const script = [
     'systemctl is-active multi-user.target',
@@ -33,6 +35,7 @@ test('a Debian image boots to multi-user.target under systemd, runs a command, p
     'grep PRETTY_NAME /etc/os-release',
     'echo "machine-id=$(cat /etc/machine-id)"',
     'echo "failed=$(systemctl --failed --no-legend --plain | wc -l)"',
+    'echo "agent=$(systemctl is-active typevisor-agent)"',
     'systemctl --failed --no-legend --plain',
     'echo "written in the guest" > /root/from-guest',
     'exit 7',
@@ -49,6 +52,7 @@ test('a Debian image boots to multi-user.target under systemd, runs a command, p
   assert.ok(out.includes('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"'), r.stdout);
   assert.ok(out.includes(`machine-id=${machineId}`), r.stdout);
   assert.ok(out.includes('failed=0'), `no failed units:\n${r.stdout}`);
+  assert.ok(out.includes('agent=active'), `the guest agent runs in the Debian image too:\n${r.stdout}`);
   assert.match(r.stderr, /systemd\[1\]|Reached target.*Multi-User System/, 'the boot log shows systemd');
 
   // The forced power-off remounted / read-only first: the image checks clean and holds the write.
