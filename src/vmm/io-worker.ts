@@ -54,8 +54,22 @@ for (const b of data.blocks) {
 }
 for (const n of data.nets) {
   let token = 0;
-  const runtime = new NetDeviceRuntime(memory, n.wiring.state, new TapBackend(n.tapFd, (wanted) => loop.modify(n.tapFd, token, wanted ? EPOLL.IN : 0)), n.metrics, signalsOf(n.wiring));
-  token = loop.add(n.tapFd, () => runtime.onBackendReadable());
+  let gone = false;
+  const watch = (wanted: boolean): void => { if (!gone) loop.modify(n.tapFd, token, wanted ? EPOLL.IN : 0); };
+  const runtime = new NetDeviceRuntime(memory, n.wiring.state, new TapBackend(n.tapFd, watch), n.metrics, signalsOf(n.wiring));
+  // Not watched until the driver starts the device (the backend switches it on): a readable TAP
+  // that nobody reads would wake a level-triggered epoll without end.
+  token = loop.add(n.tapFd, (events) => {
+    if (events & EPOLL.ERR) {
+      // The interface was deleted under us: the fd stays in a bad state for good. Frames the guest
+      // sends from now on are dropped and counted; nothing more will arrive.
+      console.error(`typevisor: the TAP ${n.tapName} is gone (deleted on the host?): its NIC receives nothing from now on`);
+      loop.modify(n.tapFd, token, 0);
+      gone = true;
+      return;
+    }
+    runtime.onBackendReadable();
+  }, 0);
   serve(runtime, n.wiring);
 }
 if (data.rng) serve(new RngDeviceRuntime(memory, data.rng.wiring.state, data.rng.metrics, signalsOf(data.rng.wiring)), data.rng.wiring);

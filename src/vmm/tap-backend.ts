@@ -12,9 +12,10 @@ const MAX_PARTS = 256;
 export class TapBackend implements NetBackend {
   private readonly iovBytes = new Uint8Array(MAX_PARTS * libc.IOVEC_BYTES);
   private readonly iov = new DataView(this.iovBytes.buffer);
-  private interested = true;
+  /** The TAP is not watched until the device starts: it may be readable long before (the host's IPv6 chatter during boot). */
+  private interested = false;
 
-  /** `watch(wanted)` switches the I/O thread's epoll interest in the TAP fd. */
+  /** `watch(wanted)` switches the I/O thread's epoll interest in the TAP fd (registered with none). */
   constructor(private readonly fd: number, private readonly watch: (wanted: boolean) => void) {}
 
   send(parts: readonly Uint8Array[]): boolean {

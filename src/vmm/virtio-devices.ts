@@ -80,7 +80,7 @@ export interface IoWorkerData {
   stop: SharedArrayBuffer;
   wakeFd: number;
   blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
-  nets: { wiring: VirtioPciWiring; tapFd: number; metrics: SharedArrayBuffer }[];
+  nets: { wiring: VirtioPciWiring; tapFd: number; tapName: string; metrics: SharedArrayBuffer }[];
   rng?: { wiring: VirtioPciWiring; metrics: SharedArrayBuffer } | undefined;
   vsock?: { wiring: VirtioPciWiring; listenFd: number; socketPath: string; cid: number; metrics: SharedArrayBuffer } | undefined;
   balloon?: { wiring: VirtioPciWiring; memfd: number; metrics: SharedArrayBuffer } | undefined;
@@ -204,7 +204,7 @@ export class VirtioDevices {
         wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
         serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
       })),
-      nets: this.nets.map((n) => ({ wiring: n.wiring, tapFd: n.tap.fd, metrics: n.metrics })),
+      nets: this.nets.map((n) => ({ wiring: n.wiring, tapFd: n.tap.fd, tapName: n.tap.name, metrics: n.metrics })),
       rng: this.rng,
       vsock: this.vsock,
       balloon: this.balloon && { wiring: this.balloon.wiring, memfd, metrics: this.balloon.metrics },

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kvmSkip } from '../helpers/kvm.js';
 import { tempDir } from '../helpers/native.js';
@@ -154,6 +154,16 @@ test('two detached VMs on one bridge: DHCP from our dnsmasq, a static address, V
       // Through NAT: the world sees the uplink's address.
       assert.equal(await sh('net-a', 'wget -q -O - http://198.18.0.2:8080/'), 'seen-from 198.18.0.1\n');
       assert.match(inNs(vmHost, 'iptables', '-t', 'nat', '-S', 'POSTROUTING'), /-s 10\.97\.0\.0\/24 ! -o tvbr0 -j MASQUERADE/);
+      // A TAP deleted on the host under a running VM: that NIC goes quiet, said once in the VMM's
+      // log; the VM, its agent and the I/O thread carry on (no busy loop on the dead fd).
+      const listed = JSON.parse((await cli(['ps', '--json'])).stdout) as { name: string; pid: number }[];
+      const pidB = listed.find((v) => v.name === 'net-b')!.pid;
+      inNs(vmHost, 'ip', 'link', 'del', `tv${pidB}n0`);
+      assert.match(await sh('net-b', 'ping -c 1 -W 2 10.97.0.1 || true'), /0 packets received/);
+      assert.equal(await sh('net-b', 'echo alive'), 'alive\n');
+      const vmmLog = readFileSync(join(runtime, 'vms', 'net-b', 'vmm.log'), 'utf8');
+      assert.match(vmmLog, new RegExp(`the TAP tv${pidB}n0 is gone`));
+      assert.doesNotMatch(vmmLog, /virtio device failed/);
     } finally {
       await Promise.all(['net-a', 'net-b'].map((n) => cli(['stop', n], 120_000)));
     }

@@ -80,7 +80,8 @@ export class NetDeviceRuntime extends VirtioDeviceRuntime {
       this.announcedLinkUp = up;
       this.configChanged();
       // While the cable is out, frames from the host wait in the TAP (it drops them when full).
-      this.backend.setReceiveInterest(up && this.pendingBytes === 0);
+      const running = this.queue(NET_QUEUE.RX) !== undefined;
+      this.backend.setReceiveInterest(running && up && this.pendingBytes === 0);
       if (up) this.receive();
     }
   }
@@ -125,7 +126,11 @@ export class NetDeviceRuntime extends VirtioDeviceRuntime {
   /** Moves waiting frames into receive buffers until either runs out. */
   private receive(): void {
     const rx = this.queue(NET_QUEUE.RX);
-    if (!rx || !this.announcedLinkUp) return;
+    if (!rx || !this.announcedLinkUp) {
+      // Readiness we cannot act on must not be reported again and again (epoll is level-triggered).
+      this.backend.setReceiveInterest(false);
+      return;
+    }
     let delivered = false;
     try {
       for (;;) {

@@ -17,7 +17,7 @@ const TXQ: TestQueue = { size: 8, desc: 0x4000, avail: 0x5000, used: 0x6000 };
 class FakeBackend implements NetBackend {
   sent: Uint8Array[] = [];
   waiting: Uint8Array[] = [];
-  interest = true;
+  interest = false;
   features = 0n;
   refuse = false;
   send(parts: readonly Uint8Array[]): boolean {
@@ -188,6 +188,31 @@ test('fuzz: 100 000 random rings and frames through virtio-net; the device never
   }
   console.log(`# virtio-net fuzz: ${JSON.stringify(counts)} — no host failure`);
   assert.equal(counts.runs, 100_000);
+});
+
+test('the backend is watched only while the device runs: readiness before DRIVER_OK, after a reset or with the link down switches it off', () => {
+  const memory = GuestMemory.anonymous(0x40000);
+  const state = createVirtioPciDevice({ deviceId: VIRTIO_ID.NET, classCode: [2, 0, 0], features: NET_FEATURES, queueMaxSizes: [8, 8], deviceConfig: netConfig(parseMac('52:54:00:12:34:56')!), barAddress: 0xc000_0000 });
+  const backend = new FakeBackend();
+  const dev = new NetDeviceRuntime(memory, state, backend, new SharedArrayBuffer(8 * NET_METRICS.SLOTS), () => {});
+  dev.onControl();
+  backend.interest = true; // as if something had switched it on
+  backend.waiting.push(new Uint8Array(80));
+  dev.onBackendReadable();
+  assert.equal(backend.interest, false, 'a readable TAP of a device not started is not watched (no busy epoll loop)');
+  assert.equal(backend.waiting.length, 1, 'and its frame is left for later');
+  setLinkUp(state.deviceConfig, false);
+  dev.onControl();
+  setLinkUp(state.deviceConfig, true);
+  dev.onControl();
+  assert.equal(backend.interest, false, 'a link change before the driver starts does not switch it on');
+  const t = setup();
+  assert.equal(t.backend.interest, true, 'on once the driver started it');
+  setLinkUp(t.dev['state'].deviceConfig, false);
+  t.dev.onControl();
+  t.backend.interest = true;
+  t.dev.onBackendReadable();
+  assert.equal(t.backend.interest, false, 'off again when readiness arrives while the link is down');
 });
 
 test('link status: down is announced (ISR config bit), frames from the host wait in the TAP; up delivers them', () => {
