@@ -7,7 +7,7 @@
 // (`-netdev tap`, no vhost) boots the same guest with the same download in the same run; where it
 // cannot boot the guest (PVM hosts) its failure is reported and our CPU per GB is set beside
 // Firecracker's published bar.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { ensureDefaultGuest } from '../src/guest/default-guest.js';
@@ -15,6 +15,7 @@ import { encodeCommand } from '../src/guest/command-protocol.js';
 import { Vm } from '../src/vmm/vm.js';
 import { median, printResult } from './lib/report.js';
 import { runQemu } from './lib/qemu.js';
+import { inNetworkNamespace } from './lib/netns.js';
 
 // Small by default: on PVM hosts the guest's TCP stack runs in KVM's emulator.
 const MIB = Number(process.env['BENCH_MIB'] ?? 8);
@@ -161,21 +162,4 @@ async function inner(): Promise<void> {
   printResult(result);
 }
 
-/** Outside: make the namespace, run inside it, always remove it (and whatever still runs in it). */
-function outer(): void {
-  const ns = `tv-bench-net-${process.pid}`;
-  execFileSync('ip', ['netns', 'add', ns]);
-  try {
-    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
-    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, fileURLToPath(import.meta.url), '--inside'], { stdio: 'inherit', env: process.env });
-    process.exitCode = r.status ?? 1;
-  } finally {
-    for (const pid of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '')) {
-      try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
-    }
-    execFileSync('ip', ['netns', 'del', ns]);
-  }
-}
-
-if (process.argv.includes('--inside')) await inner();
-else outer();
+await inNetworkNamespace(fileURLToPath(import.meta.url), 'net', inner);
