@@ -27,7 +27,7 @@ const HOST_IP = '10.98.0.1';
 const GUEST_IP = '10.98.0.2';
 const PHASES = ['PHASE-RX', 'PHASE-HOST', 'PHASE-PING', 'PHASE-END'];
 
-interface Sample { t: number; rx: number; tx: number; vsockRx: number; vsockTx: number; cpuNs: number }
+interface Sample { t: number; rx: number; tx: number; frames: number; vsockRx: number; vsockTx: number; cpuNs: number; wakeups: number }
 
 /** The guest's part: a download from the host, then it waits (on its console) while the host drives the rest. */
 function guestScript(waitForHost: boolean): string {
@@ -41,6 +41,12 @@ function guestScript(waitForHost: boolean): string {
     'echo PHASE-PING', `ping -c 20 -i 0.2 ${HOST_IP} | tail -1`,
     'echo PHASE-END',
   ].join('; ');
+}
+
+/** How the I/O thread's CPU divides over its wake-ups between two samples: frames (both ways) and CPU per wake-up. */
+function perWakeup(phase: string, a: Sample, b: Sample): Record<string, number> {
+  const wakeups = Math.max(1, b.wakeups - a.wakeups);
+  return { [`${phase}_wakeups`]: b.wakeups - a.wakeups, [`${phase}_frames_per_wakeup`]: (b.frames - a.frames) / wakeups, [`${phase}_cpu_us_per_wakeup`]: (b.cpuNs - a.cpuNs) / 1e3 / wakeups };
 }
 
 function get(url: string): Promise<Buffer> {
@@ -70,7 +76,7 @@ async function inner(): Promise<void> {
   const sample = (): Sample => {
     const m = vm.metrics();
     const n = m.nets[0]!;
-    return { t: performance.now(), rx: n.rxBytes, tx: n.txBytes, vsockRx: m.vsock!.rxBytes, vsockTx: m.vsock!.txBytes, cpuNs: m.ioThreadCpuNs };
+    return { t: performance.now(), rx: n.rxBytes, tx: n.txBytes, frames: n.rxPackets + n.txPackets, vsockRx: m.vsock!.rxBytes, vsockTx: m.vsock!.txBytes, cpuNs: m.ioThreadCpuNs, wakeups: m.ioThreadWakeups };
   };
   const result: Record<string, unknown> = { mib: MIB, round_trips: ROUND_TRIPS };
   let hostPart: Promise<void> | undefined;
@@ -83,6 +89,7 @@ async function inner(): Promise<void> {
     if (fetched.length !== payload.length) throw new Error(`fetched ${fetched.length} bytes of ${payload.length}`);
     result['tx_mbit_s'] = (fetched.length * 8) / 1e6 / ((s1.t - s0.t) / 1000);
     result['tx_cpu_core_s_per_gb'] = (s1.cpuNs - s0.cpuNs) / 1e9 / ((s1.tx - s0.tx) / GB);
+    Object.assign(result, perWakeup('tx', s0, s1));
     const tcpRr: number[] = [];
     for (let i = 0; i < ROUND_TRIPS; i++) {
       const t = performance.now();
@@ -127,6 +134,7 @@ async function inner(): Promise<void> {
   const rxBytes = host0.rx - rx0.rx;
   result['rx_mbit_s'] = (rxBytes * 8) / 1e6 / ((host0.t - rx0.t) / 1000);
   result['rx_cpu_core_s_per_gb'] = (host0.cpuNs - rx0.cpuNs) / 1e9 / (rxBytes / GB);
+  Object.assign(result, perWakeup('rx', rx0, host0));
   const rtt = /= [\d.]+\/([\d.]+)\//.exec(log.slice(log.indexOf('PHASE-PING')))?.[1];
   result['ping_avg_ms'] = rtt === undefined ? null : Number(rtt);
   const n = (k: string): number => result[k] as number;
@@ -136,6 +144,7 @@ async function inner(): Promise<void> {
   console.log(`request/response (median of ${ROUND_TRIPS}, a new connection each): TCP HTTP GET ${n('tcp_rr_median_ms').toFixed(2)} ms, vsock agent ping ${n('vsock_rr_median_ms').toFixed(2)} ms; ICMP ping avg ${rtt ?? '?'} ms`);
   result['ratio_rx_cpu_vs_firecracker_bar'] = n('rx_cpu_core_s_per_gb') / FIRECRACKER_CORE_S_PER_GB;
   result['ratio_tx_cpu_vs_firecracker_bar'] = n('tx_cpu_core_s_per_gb') / FIRECRACKER_CORE_S_PER_GB;
+  console.log(`I/O thread wake-ups: RX ${n('rx_frames_per_wakeup').toFixed(2)} frames (both ways) and ${n('rx_cpu_us_per_wakeup').toFixed(1)} µs CPU each, TX ${n('tx_frames_per_wakeup').toFixed(2)} frames and ${n('tx_cpu_us_per_wakeup').toFixed(1)} µs each (bench:net-datapath: the same work without a guest)`);
   console.log(`Firecracker's bar: ≤ ${FIRECRACKER_CORE_S_PER_GB.toFixed(3)} core-s/GB → ratio RX ${n('ratio_rx_cpu_vs_firecracker_bar').toFixed(2)}, TX ${n('ratio_tx_cpu_vs_firecracker_bar').toFixed(2)}`);
   result['net_metrics'] = vm.metrics().nets[0];
   // The peer: QEMU's userspace virtio-net on a TAP of its own, the same guest and download.

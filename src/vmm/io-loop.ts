@@ -30,12 +30,14 @@ export class IoLoop {
     epollRemove(this.ep, fd);
   }
 
-  /** Waits up to `timeoutMs` and runs the handler of every fd that became ready. */
-  runOnce(timeoutMs: number): void {
-    for (const [token, events] of epollWaitEvents(this.ep, 64, timeoutMs)) {
+  /** Waits up to `timeoutMs` and runs the handler of every fd that became ready; returns how many did. */
+  runOnce(timeoutMs: number): number {
+    const ready = epollWaitEvents(this.ep, 64, timeoutMs);
+    for (const [token, events] of ready) {
       // A handler earlier in this batch may have removed it.
       this.handlers.get(token)?.(events);
     }
+    return ready.length;
   }
 
   close(): void {

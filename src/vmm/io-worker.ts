@@ -97,9 +97,10 @@ if (data.balloon) {
 port.postMessage({ type: 'io-ready', tid: libc.gettid() });
 let failure: string | undefined;
 let lastTick = Date.now();
+const wakeups = new Float64Array(data.loopStats);
 try {
   while (Atomics.load(stop, 0) === 0) {
-    loop.runOnce(1000);
+    if (loop.runOnce(1000) > 0) wakeups[0]!++;
     const now = Date.now();
     if (tickers.length > 0 && now - lastTick >= 1000) {
       lastTick = now;

@@ -287,6 +287,11 @@ export class Machine {
     return tid === undefined ? 0 : threadCpuNs(tid);
   }
 
+  /** Times the I/O worker thread woke up with work to do. */
+  ioThreadWakeups(): number {
+    return this.drives?.ioWakeups ?? 0;
+  }
+
   netMetrics(): ReturnType<VirtioDevices['netMetrics']> {
     return this.drives?.netMetrics() ?? [];
   }

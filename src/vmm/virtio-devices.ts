@@ -78,6 +78,8 @@ export interface IoWorkerData {
   regions: MemoryRegion[];
   kickSignal: number;
   stop: SharedArrayBuffer;
+  /** Float64 [0]: the I/O thread's wake-ups with work (epoll returns with ready fds). */
+  loopStats: SharedArrayBuffer;
   wakeFd: number;
   blocks: { wiring: VirtioPciWiring; path: string; fd: number; sizeBytes: number; readOnly: boolean; serial: string; metrics: SharedArrayBuffer }[];
   nets: { wiring: VirtioPciWiring; tapFd: number; tapName: string; metrics: SharedArrayBuffer }[];
@@ -103,6 +105,7 @@ export class VirtioDevices {
   private readonly nets: { wiring: VirtioPciWiring; tap: Tap; mac: string; metrics: SharedArrayBuffer }[] = [];
   private readonly fds: number[] = [];
   private readonly stop = new SharedArrayBuffer(4);
+  private readonly loopStats = new SharedArrayBuffer(8);
   private wakeFd = -1;
   /** The I/O worker's thread id, once it runs (for its CPU time). */
   ioTid: number | undefined;
@@ -199,7 +202,7 @@ export class VirtioDevices {
     if (this.wirings.length === 0) return;
     const { memfd, ...shared } = memory;
     const data: IoWorkerData = {
-      ...shared, stop: this.stop, wakeFd: this.wakeFd,
+      ...shared, stop: this.stop, loopStats: this.loopStats, wakeFd: this.wakeFd,
       blocks: this.disks.map((d, i) => ({
         wiring: this.wirings[i]!, path: d.path, fd: d.fileDescriptor, sizeBytes: d.sizeBytes, readOnly: d.readOnly,
         serial: `typevisor-vd${String.fromCharCode(97 + (i % 26))}`, metrics: this.metrics[i]!,
@@ -266,6 +269,11 @@ export class VirtioDevices {
   /** Asks the balloon driver for fresh statistics (they arrive in balloonMetrics().stats). */
   requestBalloonStats(): void {
     if (this.balloon) libc.eventfdSignal(this.balloon.wiring.controlFd);
+  }
+
+  /** How many times the I/O thread woke up with work: its CPU time over this is the cost of one wake-up. */
+  get ioWakeups(): number {
+    return new Float64Array(this.loopStats)[0]!;
   }
 
   /** Tells the worker to stop (synchronous: usable from a process 'exit' hook). */

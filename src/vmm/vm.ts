@@ -67,6 +67,8 @@ export interface VmMetrics {
   guestMemoryInUseBytes: number;
   /** CPU time of the I/O worker thread (all virtio devices), ns. */
   ioThreadCpuNs: number;
+  /** Times the I/O worker thread woke up with work (ioThreadCpuNs over this: the cost of one wake-up). */
+  ioThreadWakeups: number;
 }
 
 type VmState = 'created' | 'running' | 'paused' | 'exited';
@@ -387,6 +389,7 @@ export class Vm {
     return {
       exits: m.exitCount, assists: { ...this.assists }, disks: m.blockMetrics(), nets: m.netMetrics(), rng: m.rngMetrics(), vsock: m.vsockMetrics(),
       balloon: m.balloonMetrics(), guestMemoryInUseBytes: this.state === 'exited' ? 0 : m.guestMemoryInUseBytes(), ioThreadCpuNs: m.ioThreadCpuNs(),
+      ioThreadWakeups: m.ioThreadWakeups(),
     };
   }
 }

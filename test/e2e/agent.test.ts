@@ -164,6 +164,14 @@ test('the guest agent, vsock, clock and balloon on one boot', { skip: kvmSkip, t
       assert.equal(vm.metrics().vsock!.errors, 0);
     });
 
+    // An idle guest leaves the I/O thread asleep (a readable fd nobody reads would wake it without end).
+    const idle0 = vm.metrics();
+    await new Promise((r) => setTimeout(r, 3000));
+    const idle1 = vm.metrics();
+    const idleWakeups = idle1.ioThreadWakeups - idle0.ioThreadWakeups;
+    console.log(`# I/O thread: ${idle1.ioThreadWakeups} wake-ups in all, ${(idle1.ioThreadCpuNs / 1e6).toFixed(0)} ms CPU; ${idleWakeups} in 3 s idle`);
+    assert.ok(idle0.ioThreadWakeups > 100, 'the transfers above woke it (the counter counts)');
+    assert.ok(idleWakeups < 50, `${idleWakeups} wake-ups in 3 idle seconds`);
     const m = vm.metrics();
     console.log(`# vsock metrics ${JSON.stringify(m.vsock)}`);
     assert.equal(m.vsock!.creditViolations, 0);
