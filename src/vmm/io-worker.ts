@@ -61,10 +61,11 @@ for (const n of data.nets) {
   // that nobody reads would wake a level-triggered epoll without end.
   token = loop.add(n.tapFd, (events) => {
     if (events & EPOLL.ERR) {
-      // The interface was deleted under us: the fd stays in a bad state for good. Frames the guest
-      // sends from now on are dropped and counted; nothing more will arrive.
+      // The interface was deleted under us: the fd stays in a bad state for good, and epoll reports
+      // that whatever the mask — so it leaves the set. Frames the guest sends from now on are
+      // dropped and counted; nothing more will arrive.
       console.error(`typevisor: the TAP ${n.tapName} is gone (deleted on the host?): its NIC receives nothing from now on`);
-      loop.modify(n.tapFd, token, 0);
+      loop.remove(n.tapFd, token);
       gone = true;
       return;
     }

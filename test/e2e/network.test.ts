@@ -163,6 +163,7 @@ test('two detached VMs on one bridge: DHCP from our dnsmasq, a static address, V
       assert.equal(await sh('net-b', 'echo alive'), 'alive\n');
       const vmmLog = readFileSync(join(runtime, 'vms', 'net-b', 'vmm.log'), 'utf8');
       assert.match(vmmLog, new RegExp(`the TAP tv${pidB}n0 is gone`));
+      assert.equal(vmmLog.split(`the TAP tv${pidB}n0 is gone`).length - 1, 1, 'said once: the dead fd no longer wakes the I/O thread');
       assert.doesNotMatch(vmmLog, /virtio device failed/);
     } finally {
       await Promise.all(['net-a', 'net-b'].map((n) => cli(['stop', n], 120_000)));
