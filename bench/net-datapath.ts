@@ -23,7 +23,7 @@ import { NET_HDR_BYTES, NET_METRICS, NetDeviceRuntime } from '../src/devices/vir
 import { TapBackend } from '../src/vmm/tap-backend.js';
 import { EPOLL, IoLoop } from '../src/vmm/io-loop.js';
 import { driveToOk } from '../test/helpers/virtio-driver.js';
-import { RingDriver, type RingLayout } from './lib/ring-driver.js';
+import { RingDriver, type RingLayout } from '../test/helpers/ring-driver.js';
 import { inNetworkNamespace } from './lib/netns.js';
 import { median, printResult } from './lib/report.js';
 

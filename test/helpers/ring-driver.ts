@@ -1,10 +1,12 @@
-// The guest's half of a split virtqueue (virtio 1.2 §2.7), for benchmarks that drive a device
-// runtime without a guest: it writes descriptors and the available ring the way a Linux driver does,
-// and collects what the device returned on the used ring, asking for an interrupt after each batch
-// (used_event, VIRTIO_F_EVENT_IDX).
+// The guest's half of a split virtqueue (virtio 1.2 §2.7), for unit tests and benchmarks that drive
+// a device runtime without a guest: it writes descriptors and the available ring the way a Linux
+// driver does, and collects what the device returned on the used ring, asking for an interrupt
+// after each batch (used_event, VIRTIO_F_EVENT_IDX). Ring addresses are offsets into `memory`'s
+// backing (its RAM at guest address 0, as test memories have it).
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
+import type { TestQueue } from './virtio-driver.js';
 
-export interface RingLayout { size: number; desc: number; avail: number; used: number }
+export type RingLayout = TestQueue;
 /** One buffer of a chain: guest address, length, and whether the device writes it. */
 export type RingBuffer = readonly [gpa: number, len: number, writable: boolean];
 
@@ -23,19 +25,24 @@ export class RingDriver {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
-  /** Makes the chain `buffers`, written to descriptors `first`, `first`+1, …, available to the device. */
+  /** Makes the chain `buffers`, written to descriptors `first`, `first`+1, … (modulo the ring size), available to the device. */
   offer(first: number, buffers: readonly RingBuffer[]): void {
     const { desc, avail, size } = this.ring;
     buffers.forEach(([gpa, len, writable], i) => {
-      const at = desc + 16 * (first + i);
+      const at = desc + 16 * ((first + i) % size);
       this.view.setBigUint64(at, BigInt(gpa), true);
       this.view.setUint32(at + 8, len, true);
       this.view.setUint16(at + 12, (i < buffers.length - 1 ? F_NEXT : 0) | (writable ? F_WRITE : 0), true);
-      this.view.setUint16(at + 14, first + i + 1, true);
+      this.view.setUint16(at + 14, (first + i + 1) % size, true);
     });
-    this.view.setUint16(avail + 4 + 2 * (this.availIdx % size), first, true);
+    this.view.setUint16(avail + 4 + 2 * (this.availIdx % size), first % size, true);
     this.availIdx = (this.availIdx + 1) & 0xffff;
     this.view.setUint16(avail + 2, this.availIdx, true);
+  }
+
+  /** Chains made available so far (the available ring's index). */
+  get offered(): number {
+    return this.availIdx;
   }
 
   /** Whether the device asked to be notified of what was offered since the last notification (avail_event). */

@@ -9,6 +9,7 @@ import { VIRTIO_F_VERSION_1 } from '../../src/devices/virtio/pci-common.js';
 import { decodeHeader, encodeHeader, HOST_CID, VSOCK_HDR_BYTES, VSOCK_OP, VSOCK_TYPE_STREAM, vsockConfig, type VsockHeader } from '../../src/devices/virtio/vsock/packet.js';
 import { readVsockMetrics, VSOCK_FEATURES, VSOCK_METRICS, VsockDeviceRuntime, type VsockHost } from '../../src/devices/virtio/vsock/device.js';
 import { driveToOk, type TestQueue } from './virtio-driver.js';
+import { RingDriver } from './ring-driver.js';
 
 export const GUEST_CID = 3;
 export const RXQ: TestQueue = { size: 64, desc: 0x1000, avail: 0x2000, used: 0x3000 };
@@ -31,27 +32,15 @@ export function setupVsock(host: VsockHost, onInterrupt: (vector: number) => voi
   const dev = new VsockDeviceRuntime(memory, state, GUEST_CID, host, metrics, (vector) => onInterrupt(vector), () => clock);
   dev.onControl();
   const d = new DataView(memory.bytes.buffer);
-  const avail = new Map<number, number>();
   const usedSeen = new Map<number, number>();
   let txSlot = 0;
-  const offer = (q: TestQueue, first: number, bufs: [number, number, boolean][]): void => {
-    bufs.forEach(([gpa, len, writable], i) => {
-      const at = q.desc + 16 * ((first + i) % q.size);
-      d.setBigUint64(at, BigInt(gpa), true);
-      d.setUint32(at + 8, len, true);
-      d.setUint16(at + 12, (i < bufs.length - 1 ? 1 : 0) | (writable ? 2 : 0), true);
-      d.setUint16(at + 14, (first + i + 1) % q.size, true);
-    });
-    const idx = avail.get(q.avail) ?? 0;
-    d.setUint16(q.avail + 4 + 2 * (idx % q.size), first % q.size, true);
-    avail.set(q.avail, (idx + 1) & 0xffff);
-    d.setUint16(q.avail + 2, (idx + 1) & 0xffff, true);
-  };
+  const drivers = new Map([RXQ, TXQ, EVQ].map((q) => [q.avail, new RingDriver(memory, q)]));
+  const offer = (q: TestQueue, first: number, bufs: [number, number, boolean][]): void => drivers.get(q.avail)!.offer(first, bufs);
   /** Linux 6.1's receive buffers: header descriptor + 4 KiB payload descriptor, `n` of them. */
   let rxNext = 0;
   /** Chains made available on `q` and not yet returned (a driver never offers more than its ring holds). */
   // A receive buffer is the driver's again only once received() has read it (as Linux's rx work does).
-  const inFlight = (q: TestQueue): number => ((avail.get(q.avail) ?? 0) - (q === RXQ ? usedSeen.get(RXQ.used) ?? 0 : d.getUint16(q.used + 2, true))) & 0xffff;
+  const inFlight = (q: TestQueue): number => (drivers.get(q.avail)!.offered - (q === RXQ ? usedSeen.get(RXQ.used) ?? 0 : d.getUint16(q.used + 2, true))) & 0xffff;
   const giveRx = (n: number): void => {
     for (let i = 0; i < n && inFlight(RXQ) < RXQ.size / 2; i++) {
       const slot = rxNext++ % (RXQ.size / 2);

@@ -10,6 +10,7 @@ import { VIRTIO_F_VERSION_1 } from '../../../../src/devices/virtio/pci-common.js
 import { NET_FEATURES, netConfig, parseMac, formatMac, randomMac, setLinkUp, VIRTIO_NET_F } from '../../../../src/devices/virtio/net/config.js';
 import { MAX_FRAME_BYTES, NET_HDR_BYTES, NET_METRICS, NetDeviceRuntime, readNetMetrics, type NetBackend } from '../../../../src/devices/virtio/net/device.js';
 import { driveToOk, type TestQueue } from '../../../helpers/virtio-driver.js';
+import { RingDriver } from '../../../helpers/ring-driver.js';
 
 const RXQ: TestQueue = { size: 8, desc: 0x1000, avail: 0x2000, used: 0x3000 };
 const TXQ: TestQueue = { size: 8, desc: 0x4000, avail: 0x5000, used: 0x6000 };
@@ -47,21 +48,9 @@ function setup(features = NET_FEATURES | VIRTIO_F_VERSION_1) {
   const dev = new NetDeviceRuntime(memory, state, backend, metrics, (vector) => irqs.push(vector));
   dev.onControl();
   const d = new DataView(memory.bytes.buffer);
-  const avail = { [RXQ.avail]: 0, [TXQ.avail]: 0 } as Record<number, number>;
+  const drivers = new Map([RXQ, TXQ].map((q) => [q, new RingDriver(memory, q)]));
   /** Makes a chain of (gpa, len, writable) descriptors available on queue `q` starting at descriptor `first`. */
-  const offer = (q: TestQueue, first: number, bufs: [number, number, boolean][]): void => {
-    bufs.forEach(([gpa, len, writable], i) => {
-      const at = q.desc + 16 * (first + i);
-      d.setBigUint64(at, BigInt(gpa), true);
-      d.setUint32(at + 8, len, true);
-      d.setUint16(at + 12, (i < bufs.length - 1 ? 1 : 0) | (writable ? 2 : 0), true);
-      d.setUint16(at + 14, first + i + 1, true);
-    });
-    const idx = avail[q.avail]!;
-    d.setUint16(q.avail + 4 + 2 * (idx % q.size), first, true);
-    avail[q.avail] = (idx + 1) & 0xffff;
-    d.setUint16(q.avail + 2, avail[q.avail]!, true);
-  };
+  const offer = (q: TestQueue, first: number, bufs: [number, number, boolean][]): void => drivers.get(q)!.offer(first, bufs);
   const used = (q: TestQueue): { idx: number; entries: [number, number][] } => {
     const idx = d.getUint16(q.used + 2, true);
     return { idx, entries: Array.from({ length: idx }, (_, i) => [d.getUint32(q.used + 4 + 8 * i, true), d.getUint32(q.used + 8 + 8 * i, true)]) };
