@@ -169,7 +169,6 @@ static char **command_env(struct request *r) {
 
 static void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-
 static void op_exec(struct request *r) {
   if (r->argc == 0) { send_failure("exec: no command"); return; }
   int in[2], out[2], err[2];

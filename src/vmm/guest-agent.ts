@@ -260,7 +260,7 @@ export class GuestAgent {
     let failLimit: (e: TypevisorError) => void = () => undefined;
     const overLimit = new Promise<never>((_, reject) => { failLimit = reject; });
     const sizes = { stdout: 0, stderr: 0 };
-    const collect = (into: Buffer[], what: 'stdout' | 'stderr') => (c: Buffer): void => {
+    const collect = (into: Buffer[], what: 'stdout' | 'stderr', c: Buffer): void => {
       into.push(c);
       sizes[what] += c.length;
       if (sizes[what] > limit) {
@@ -268,8 +268,8 @@ export class GuestAgent {
         failLimit(new TypevisorError('AGENT_FAILED', `the command's ${what} exceeded ${limit} bytes (maxBuffer) and it was killed — use spawn() to stream a large output`));
       }
     };
-    proc.stdout.on('data', (c: Buffer) => { collect(out, 'stdout')(c); opts.onStdout?.(c); });
-    proc.stderr.on('data', (c: Buffer) => { collect(err, 'stderr')(c); opts.onStderr?.(c); });
+    proc.stdout.on('data', (c: Buffer) => { collect(out, 'stdout', c); opts.onStdout?.(c); });
+    proc.stderr.on('data', (c: Buffer) => { collect(err, 'stderr', c); opts.onStderr?.(c); });
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       if (opts.timeoutMs === undefined) return;
