@@ -10,9 +10,33 @@ export function xsaveLayout(cpuid: readonly CpuidEntry[]): XsaveComponent[] {
     .map((e) => ({ component: e.index, offset: e.ebx, size: e.eax }));
 }
 
+/**
+ * An instruction the assist cannot complete gets one more try before it is fatal: another vCPU may
+ * have rewritten it between KVM's failed emulation and our read of it (Linux's text_poke_bp()
+ * replaces its temporary int3 with the final jump while this vCPU is exiting on the int3: we then
+ * read `eb 38`, a jump KVM runs fine). Re-entering the guest at the same RIP runs whatever is
+ * there now; the same failure twice in a row is real.
+ */
+export class RetryOnce {
+  private last: string | undefined;
+
+  /** Whether failure `report` (instruction bytes and RIP) should be retried rather than be fatal. */
+  retry(report: string): boolean {
+    const again = this.last === report;
+    this.last = again ? undefined : report;
+    return !again;
+  }
+
+  /** An instruction was completed: whatever failed before was not the same one failing again. */
+  reset(): void {
+    this.last = undefined;
+  }
+}
+
 export class VcpuAssist {
   private readonly assist: InstructionAssist;
   private readonly port: AssistVcpu;
+  private readonly retries = new RetryOnce();
 
   constructor(vcpu: VcpuFd, memory: GuestMemory, layout: readonly XsaveComponent[] = []) {
     this.assist = new InstructionAssist(memory, layout);
@@ -33,7 +57,13 @@ export class VcpuAssist {
     };
   }
 
+  /** Completes the instruction KVM could not; `retry` when it is worth re-entering the guest as it is (see RetryOnce). */
   handle(): AssistOutcome {
-    return this.assist.handle(this.port);
+    const outcome = this.assist.handle(this.port);
+    if (outcome.handled) {
+      this.retries.reset();
+      return outcome;
+    }
+    return this.retries.retry(outcome.report) ? { handled: true, kind: 'retry' } : outcome;
   }
 }
